@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datasets import COLOURS, solid_image, write_bad_folder, write_dicom
+from tfx_transfer.images import content_hash, read_image, scan_images
+
+
+def test_read_image_converts_every_mode_to_rgb_uint8(tmp_path):
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((5, 7), 90, np.uint8), "L").save(grey)
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(np.full((5, 7, 4), (10, 20, 30, 0), np.uint8), "RGBA").save(rgba)
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (7, 5), (0, 0, 0, 0)).save(cmyk)  # no ink: white
+    palette = tmp_path / "palette.gif"
+    Image.fromarray(np.full((5, 7, 3), (200, 10, 10), np.uint8)).convert("P", palette=Image.Palette.ADAPTIVE).save(palette)
+    for path, expected in ((grey, (90, 90, 90)), (rgba, (10, 20, 30)), (cmyk, (255, 255, 255)), (palette, (200, 10, 10))):
+        image = read_image(path)
+        assert image.shape == (5, 7, 3) and image.dtype == np.uint8, path
+        np.testing.assert_allclose(image.reshape(-1, 3).mean(0), expected, atol=3, err_msg=str(path))
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
+    path = tmp_path / "ramp16.png"
+    Image.fromarray(np.linspace(0, 65535, 256, dtype=np.uint16).reshape(16, 16)).save(path)
+    image = read_image(path)[..., 0].ravel()
+    assert image.min() == 0 and image.max() == 255
+    assert len(np.unique(image)) > 200  # a clipped image would collapse to {0, 255}
+    assert np.all(np.diff(image.astype(int)) >= 0)
+
+
+def test_sixteen_bit_tiff_is_scaled(tmp_path):
+    path = tmp_path / "grey16.tif"
+    Image.fromarray(np.full((4, 4), 32896, np.uint16)).save(path)  # 128 * 257
+    assert read_image(path)[0, 0, 0] == 128
+
+
+def test_roi_crops_inclusively(tmp_path):
+    path = tmp_path / "sign.ppm"
+    pixels = np.zeros((20, 20, 3), np.uint8)
+    pixels[5:11, 3:9] = 255
+    Image.fromarray(pixels).save(path)
+    crop = read_image(path, roi=(3, 5, 8, 10))
+    assert crop.shape == (6, 6, 3) and crop.min() == 255
+
+
+def test_dicom_uses_its_window(tmp_path):
+    pixels = np.array([[0, 1000], [1500, 4000]], np.uint16)
+    path = write_dicom(tmp_path / "w.dcm", pixels, window=(1000, 1000))  # window 500..1500
+    image = read_image(path)[..., 0]
+    np.testing.assert_array_equal(image, [[0, 128], [255, 255]])
+
+
+def test_dicom_without_window_uses_percentiles_and_monochrome1_is_inverted(tmp_path):
+    pixels = np.tile(np.arange(0, 4096, 16, dtype=np.uint16), (4, 1))
+    plain = read_image(write_dicom(tmp_path / "p.dcm", pixels))[..., 0]
+    inverted = read_image(write_dicom(tmp_path / "m1.dcm", pixels, photometric="MONOCHROME1"))[..., 0]
+    assert plain[0, 0] == 0 and plain[0, -1] == 255
+    np.testing.assert_array_equal(inverted, 255 - plain)
+
+
+def test_dicom_rescale_slope_and_intercept_apply_before_the_window(tmp_path):
+    pixels = np.array([[1000, 2000]], np.uint16)
+    # Hounsfield-like: value * 1 - 1024 -> [-24, 976]; window centre 476 width 1000 -> [-24, 976]
+    image = read_image(write_dicom(tmp_path / "ct.dcm", pixels, window=(476, 1000), intercept=-1024.0))
+    np.testing.assert_array_equal(image[..., 0], [[0, 255]])
+
+
+def test_scan_images_finds_every_bad_file_and_routes_decoders(tmp_path):
+    root = write_bad_folder(tmp_path / "bad")
+    paths = sorted(str(p) for p in root.rglob("*") if p.is_file() and "stray_nested" not in str(p))
+    result = scan_images(paths)
+    bad = {p.split("/")[-1]: reason for p, reason in result.problems}
+    assert set(bad) == {"truncated.jpg", "zero_bytes.png", "notes.png"}
+    assert bad["zero_bytes.png"] == "empty file (0 bytes)"
+    decoders = dict(zip((p.split("/")[-1] for p in paths), result.decoders))
+    assert decoders["cmyk.jpg"] == "pil" and decoders["sixteen_bit.png"] == "pil"
+    assert decoders["palette.png"] == "tf" and decoders["rgba.png"] == "tf"
+
+
+def test_scan_cache_is_reused_and_invalidated_by_changes(tmp_path):
+    path = tmp_path / "a.png"
+    Image.fromarray(solid_image(COLOURS["red"])).save(path)
+    cache = tmp_path / "scan.json"
+    assert scan_images([str(path)], cache_file=cache).ok.all()
+    path.write_bytes(b"")
+    assert not scan_images([str(path)], cache_file=cache).ok.any()  # size changed: rescanned
+
+
+def test_content_hash_matches_identical_bytes(tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(solid_image(COLOURS["red"])).save(a)
+    b.write_bytes(a.read_bytes())
+    assert content_hash(a) == content_hash(b)
+
+
+def test_read_image_raises_on_non_images(tmp_path):
+    path = tmp_path / "x.png"
+    path.write_text("nope")
+    with pytest.raises(OSError):
+        read_image(path)

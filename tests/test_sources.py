@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from datasets import solid_image, write_gtsrb, write_kermany, write_nih, write_solid_folder
+from tfx_transfer.images import read_image
+from tfx_transfer.sources import from_arrays, from_dataframe, from_folder, from_nih, from_tfds, load_source
+
+
+def test_folder_per_class_gives_sorted_class_names_and_labels(tmp_path):
+    table = load_source(write_solid_folder(tmp_path / "data", per_class=3))
+    assert table.class_names == ["blue", "green", "red"]
+    assert np.bincount(table.labels).tolist() == [3, 3, 3]
+    assert all(f"/{table.class_names[label]}/" in path for path, label in zip(table.paths, table.labels))
+    assert table.splits is None and table.groups is None
+
+
+def test_kermany_layout_keeps_its_splits(tmp_path):
+    table = load_source(write_kermany(tmp_path / "chest_xray"))
+    assert table.class_names == ["NORMAL", "PNEUMONIA"]
+    assert {s: int((table.splits == s).sum()) for s in ("train", "val", "test")} == {"train": 12, "val": 4, "test": 6}
+    assert read_image(table.paths[0]).shape[-1] == 3  # grey X-rays become 3 channels
+
+
+def test_gtsrb_layout_crops_rois_and_groups_tracks(tmp_path):
+    table = load_source(write_gtsrb(tmp_path / "GTSRB"))
+    assert table.class_names == ["stop", "keep_right", "keep_left"]
+    train = table.splits == "train"
+    assert train.sum() == 18 and (table.splits == "test").sum() == 6
+    assert len(set(table.groups[train])) == 6  # 3 classes x 2 tracks
+    crop = read_image(table.paths[0], table.rois[0])
+    assert crop.shape == (30, 26, 3)
+    np.testing.assert_array_equal(crop.reshape(-1, 3).min(0), (220, 30, 30))  # background cut away
+
+
+def test_nih_csv_is_finding_vs_no_finding_grouped_by_patient(tmp_path):
+    root = write_nih(tmp_path / "nih")
+    table = load_source(root / "Data_Entry_2017.csv")
+    assert table.class_names == ["No Finding", "Pneumonia"]
+    frame = pd.read_csv(root / "Data_Entry_2017.csv")
+    kept = frame[frame["Finding Labels"] != "Effusion"]
+    assert len(table) == len(kept)
+    assert table.labels.tolist() == kept["Finding Labels"].str.contains("Pneumonia").astype(int).tolist()
+    assert all(p.startswith(str(root / "images_001" / "images")) for p in table.paths)
+    assert set(table.groups) == {str(p) for p in kept["Patient ID"]}
+
+
+def test_nih_unknown_finding_lists_the_findings(tmp_path):
+    root = write_nih(tmp_path / "nih")
+    with pytest.raises(ValueError, match=r"No image labelled 'Hernia'.*Findings present: \['Effusion', 'No Finding', 'Pneumonia'\]"):
+        from_nih(root / "Data_Entry_2017.csv", finding="Hernia")
+
+
+def test_csv_with_paths_labels_and_groups(tmp_path):
+    write_solid_folder(tmp_path, per_class=2)
+    rows = [{"file": f"{c}/{c}_{i:02d}.png", "target": c, "part": f"p{i}"} for c in ("red", "blue") for i in range(2)]
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    table = load_source(tmp_path / "labels.csv", path_column="file", label_column="target", group_column="part")
+    assert table.class_names == ["blue", "red"]
+    assert table.paths[0] == str(tmp_path / "red" / "red_00.png")
+    assert table.groups.tolist() == ["p0", "p1", "p0", "p1"]
+
+
+def test_dataframe_missing_column_lists_found_columns():
+    frame = pd.DataFrame({"filename": ["a.png"], "label": ["x"]})
+    with pytest.raises(ValueError, match=r"Column\(s\) \['path'\] not found in dataframe\. Found columns: \['filename', 'label'\]"):
+        from_dataframe(frame)
+
+
+def test_arrays_with_string_labels(tmp_path):
+    images = np.stack([solid_image((255, 0, 0)), solid_image((0, 0, 255))])
+    table = from_arrays(images, ["red", "blue"])
+    assert table.class_names == ["blue", "red"] and table.labels.tolist() == [1, 0]
+    with pytest.raises(ValueError, match=r"Expected images of shape \(n, height, width\[, channels\]\) and n labels"):
+        from_arrays(images, ["red"])
+
+
+def test_missing_folder_says_what_was_expected(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"Data folder not found: .*Expected a folder with one sub-folder per class"):
+        from_folder(tmp_path / "nowhere")
+
+
+def test_loose_files_without_class_folders(tmp_path):
+    Image.fromarray(solid_image((1, 2, 3))).save(tmp_path / "img_001.png")
+    with pytest.raises(FileNotFoundError, match=r"(?s)No class folders found .*Found only files: \['img_001\.png'\]\. Move them into class folders"):
+        from_folder(tmp_path)
+
+
+def test_single_class_is_refused(tmp_path):
+    (tmp_path / "good").mkdir()
+    Image.fromarray(solid_image((1, 2, 3))).save(tmp_path / "good" / "a.png")
+    with pytest.raises(ValueError, match=r"Found a single class \('good'\) .* needs at least two"):
+        from_folder(tmp_path)
+
+
+def test_empty_class_folder_warns_and_is_left_out(tmp_path):
+    write_solid_folder(tmp_path, per_class=2)
+    (tmp_path / "yellow").mkdir()
+    with pytest.warns(UserWarning, match=r"Class folder\(s\) with no images: .*yellow.*add images to them or delete"):
+        table = from_folder(tmp_path)
+    assert table.class_names == ["blue", "green", "red"]
+
+
+_TINY_SHAPES = """
+import numpy as np
+import tensorflow_datasets as tfds
+
+
+class TinyShapes(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(8, 8, 3)),
+                "label": tfds.features.ClassLabel(names=["dark", "light"]),
+            })
+        )
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(6), "test": self._generate_examples(2)}
+
+    def _generate_examples(self, count):
+        for i in range(count):
+            value = 30 if i % 2 == 0 else 220
+            yield i, {"image": np.full((8, 8, 3), value, np.uint8), "label": i % 2}
+"""
+
+
+def test_tfds_by_name_reads_a_prepared_dataset_and_never_downloads(tmp_path, monkeypatch):
+    # TFDS builders must live in a package; write one, as a user's own builder would be.
+    package = tmp_path / "tiny_shapes_builder"
+    package.mkdir()
+    (package / "__init__.py").write_text(_TINY_SHAPES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import tiny_shapes_builder
+
+    data_dir = tmp_path / "tfds"
+    with pytest.raises(FileNotFoundError, match=r"(?s)TFDS data set 'tiny_shapes' is not prepared .* never downloads"):
+        from_tfds("tiny_shapes", data_dir=data_dir)
+    tiny_shapes_builder.TinyShapes(data_dir=str(data_dir)).download_and_prepare()
+    table = load_source("tfds:tiny_shapes", data_dir=data_dir)
+    assert table.class_names == ["dark", "light"]
+    assert sorted(table.splits.tolist()) == ["test"] * 2 + ["train"] * 6
+    assert table.arrays.shape == (8, 8, 8, 3)
+    assert all((table.arrays[i].mean() > 128) == bool(label) for i, label in enumerate(table.labels))

@@ -1,0 +1,235 @@
+"""tf.data input pipelines: from an `ImageTable` to batches of raw pixels, labels and sample weights.
+
+A pipeline decodes and resizes in parallel (TensorFlow's own decoders for PNG/JPEG/BMP/GIF,
+Pillow for the rest), optionally caches the decoded uint8 images (in memory or in a file; float32
+would need 4x the memory), shuffles with a seed, augments per image outside the model, batches and
+prefetches. It streams: without a memory cache, a data set larger than memory trains.
+
+Bad files never stop a run: `drop_unreadable` decodes every file once before training (the result
+is cached), leaves out the unusable ones with a warning naming each, and records them in
+`ImageTable.skipped`.
+
+Class imbalance: `fit(class_weight=...)` is unreliable with tf.data in several TF versions
+(tensorflow #33550, #40457), so the pipeline emits a per-example sample weight instead, and can
+oversample minority classes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from tfx_transfer.augment import AugmentPolicy, augment_image
+from tfx_transfer.images import NATIVE_DECODER, read_image, scan_images, warn_skipped
+from tfx_transfer.sources import ImageTable
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def drop_unreadable(table: ImageTable, scan_cache: str | os.PathLike | None = None) -> ImageTable:
+    """Decodes every file once; returns the table without unusable files, listed in `skipped`.
+
+    Args:
+        table: Images from a source.
+        scan_cache: Optional JSON file that remembers each file's result (path, size, mtime).
+
+    Raises:
+        ValueError: if no file at all can be read.
+
+    Example:
+        >>> clean = drop_unreadable(from_folder("data/line3"))  # doctest: +SKIP
+        >>> clean.skipped  # doctest: +SKIP
+        [('data/line3/good/broken.png', 'OSError: image file is truncated')]
+    """
+    if table.paths is None:
+        return table
+    result = scan_images(list(table.paths), cache_file=scan_cache)
+    if not result.ok.any():
+        raise ValueError(
+            f"None of the {len(table)} files of {table.source} could be read as an image. First "
+            f"problems: {result.problems[:3]}"
+        )
+    warn_skipped(result.problems, stacklevel=2)
+    clean = table.subset(np.flatnonzero(result.ok))
+    return replace(clean, skipped=list(table.skipped) + result.problems, decoders=result.decoders[result.ok])
+
+
+def class_weights(labels: np.ndarray, num_classes: int, mode: str | dict | None, class_names: list[str] | None = None) -> np.ndarray:
+    """Weight per class: `"balanced"` (n / (classes * count), as scikit-learn), a dict by class
+    name or index, or None (all ones).
+
+    Example:
+        >>> class_weights(np.array([0, 0, 0, 1]), 2, "balanced")
+        array([0.66666667, 2.        ])
+    """
+    if mode is None:
+        return np.ones(num_classes)
+    if mode == "balanced":
+        counts = np.bincount(labels, minlength=num_classes).astype(float)
+        return np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
+    if isinstance(mode, dict):
+        weights = np.ones(num_classes)
+        for key, value in mode.items():
+            index = class_names.index(key) if isinstance(key, str) and class_names and key in class_names else key
+            if not isinstance(index, (int, np.integer)) or not 0 <= index < num_classes:
+                raise ValueError(
+                    f"class_weight key {key!r} is not a class. Expected one of {class_names or list(range(num_classes))}."
+                )
+            weights[index] = float(value)
+        return weights
+    raise ValueError(f"class_weight must be 'balanced', a dict or None. Received: {mode!r}")
+
+
+def oversample_indices(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Indices that repeat minority-class rows (drawn with a seed) until every class has as many
+    rows as the largest one.
+
+    Example:
+        >>> np.bincount(np.array([0, 0, 0, 1])[oversample_indices(np.array([0, 0, 0, 1]))])
+        array([3, 3])
+    """
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels)
+    target = counts.max()
+    chosen = []
+    for label, count in enumerate(counts):
+        members = np.flatnonzero(labels == label)
+        if count == 0:
+            continue
+        extra = rng.choice(members, size=target - count, replace=True) if target > count else []
+        chosen.append(np.concatenate([members, np.asarray(extra, dtype=int)]))
+    return np.sort(np.concatenate(chosen))
+
+
+def _decode_with_pillow(path, roi):
+    roi = tuple(int(v) for v in roi)
+    return read_image(path.decode("utf-8"), None if roi[0] < 0 else roi)
+
+
+def _decode(path, decoder, roi, image_size):
+    def native():
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        return tf.cond(
+            roi[0] >= 0,
+            lambda: image[roi[1] : roi[3] + 1, roi[0] : roi[2] + 1],
+            lambda: image,
+        )
+
+    def pillow():
+        image = tf.numpy_function(_decode_with_pillow, [path, roi], tf.uint8, stateful=False)
+        return tf.ensure_shape(image, [None, None, 3])
+
+    image = tf.cond(tf.equal(decoder, NATIVE_DECODER), native, pillow)
+    resized = tf.image.resize(image, image_size, method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def make_dataset(
+    table: ImageTable,
+    indices: np.ndarray | None = None,
+    image_size: tuple[int, int] = (224, 224),
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: int = 0,
+    augment: AugmentPolicy | None = None,
+    cache: str | os.PathLike | None = None,
+    class_weight: str | dict | None = None,
+    oversample: bool = False,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """Builds the tf.data pipeline for the rows `indices` of `table`.
+
+    Args:
+        table: Images (paths or arrays), after `drop_unreadable`.
+        indices: Rows to use (a split); all rows by default.
+        image_size: `(height, width)` every image is resized to.
+        batch_size: Images per batch.
+        shuffle: Shuffle every epoch (seeded).
+        seed: Seed for shuffling, oversampling and augmentation.
+        augment: Policy applied per image after the cache; None for none.
+        cache: `"memory"`, a file path for a disk cache, or None (stream from disk every epoch).
+        class_weight: Emit per-example sample weights: `"balanced"`, a dict, or None.
+        oversample: Repeat minority-class rows up to the largest class.
+        drop_remainder: Drop the last incomplete batch.
+
+    Returns:
+        A dataset of `(images, labels)` or `(images, labels, sample_weights)`; images are float32
+        raw pixels in [0, 255], labels int32.
+
+    Example:
+        >>> dataset = make_dataset(table, splits.train, (96, 96), batch_size=32, shuffle=True,
+        ...                        augment=make_policy("defects"), class_weight="balanced")  # doctest: +SKIP
+    """
+    indices = np.arange(len(table)) if indices is None else np.asarray(indices, dtype=int)
+    if len(indices) == 0:
+        raise ValueError("make_dataset got no rows: the split is empty. Check the split fractions.")
+    labels = table.labels[indices]
+    if oversample:
+        indices = indices[oversample_indices(labels, seed)]
+        labels = table.labels[indices]
+    image_size = tuple(int(side) for side in image_size)
+    rng = np.random.default_rng(seed)
+    # Without a memory cache, shuffle the cheap file names before decoding (a full shuffle).
+    order = rng.permutation(len(indices)) if shuffle and cache != "memory" else np.arange(len(indices))
+    indices, labels = indices[order], labels[order]
+
+    if table.arrays is not None:
+        arrays = table.arrays[indices]
+        if arrays.shape[-1] == 1:
+            arrays = np.repeat(arrays, 3, axis=-1)
+        dataset = tf.data.Dataset.from_tensor_slices(arrays).map(
+            lambda image: tf.cast(tf.round(tf.image.resize(image, image_size, antialias=True)), tf.uint8),
+            num_parallel_calls=AUTOTUNE,
+        )
+    else:
+        # Unscanned tables go through Pillow, which reads every format.
+        decoders = table.decoders if table.decoders is not None else np.full(len(table), "pil", dtype=object)
+        rois = table.rois if table.rois is not None else np.full((len(table), 4), -1, dtype=int)
+        slices = (
+            [str(p) for p in table.paths[indices]],
+            [str(d) for d in decoders[indices]],
+            rois[indices].astype("int32"),
+        )
+        dataset = tf.data.Dataset.from_tensor_slices(slices).map(
+            lambda path, decoder, roi: _decode(path, decoder, roi, image_size),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+    weights = class_weights(labels, table.num_classes, class_weight, table.class_names)[labels]
+    dataset = tf.data.Dataset.zip(
+        (dataset, tf.data.Dataset.from_tensor_slices(labels.astype("int32")),
+         tf.data.Dataset.from_tensor_slices(weights.astype("float32")))
+    )
+    if cache == "memory":
+        dataset = dataset.cache()
+    elif cache is not None:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        dataset = dataset.cache(str(cache))
+    if shuffle and cache == "memory":
+        dataset = dataset.shuffle(min(len(indices), 8192), seed=seed, reshuffle_each_iteration=True)
+    if augment is not None and not augment.is_identity:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda element, pair: _augment(element, pair, augment, image_size),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = dataset.map(
+        lambda images, labels_, weights_: (tf.cast(images, tf.float32), labels_, weights_)
+        if class_weight is not None
+        else (tf.cast(images, tf.float32), labels_),
+        num_parallel_calls=AUTOTUNE,
+    )
+    return dataset.prefetch(AUTOTUNE)
+
+
+def _augment(element, pair, policy, image_size):
+    image, label, weight = element
+    augmented, label = augment_image(image, label, policy, pair)
+    augmented = tf.ensure_shape(augmented, (*image_size, 3))
+    return tf.cast(tf.round(augmented), tf.uint8), label, weight

@@ -1,0 +1,439 @@
+"""Data sources: where labelled images come from, turned into one `ImageTable`.
+
+Sources: a folder per class (flat, or pre-split into train/val/test like the Kermany chest_xray
+layout), a CSV file or pandas DataFrame, the GTSRB official layout, the NIH ChestX-ray14 CSV, a TFDS
+data set already prepared on this machine (`tfds:<name>`), and numpy arrays. `load_source` picks
+the reader from what it is given.
+
+Vocabulary: `class_names` are ordered as the integer labels; `groups` are ids of the physical
+thing an image shows (patient, sign track, module): images of one group never go to two splits;
+`splits` holds a predefined `train`/`val`/`test` per image when the layout brings one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from tfx_transfer.images import IMAGE_EXTENSIONS
+
+SPLIT_NAMES = ("train", "val", "test")
+_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                  "validation": "val", "test": "test", "testing": "test"}
+
+
+@dataclass(frozen=True)
+class ImageTable:
+    """Labelled images from one source, before splitting.
+
+    Attributes:
+        labels: Integer class per image (index into `class_names`).
+        class_names: Names in label order.
+        paths: Image files, or None when `arrays` holds the pixels.
+        arrays: `(n, height, width, channels)` uint8 images, or None.
+        groups: Group id per image (patient, track, module), or None.
+        splits: Predefined split per image (`train`, `val`, `test`), or None.
+        rois: `(n, 4)` crop boxes `(x1, y1, x2, y2)`, or None.
+        source: One line describing where the data came from, for reports.
+        skipped: `(path, reason)` of files left out (filled by the pipeline's scan).
+        decoders: Per file, `"tf"` (native decoder) or `"pil"`; filled by the scan.
+    """
+
+    labels: np.ndarray
+    class_names: list[str]
+    paths: np.ndarray | None = None
+    arrays: np.ndarray | None = None
+    groups: np.ndarray | None = None
+    splits: np.ndarray | None = None
+    rois: np.ndarray | None = None
+    source: str = ""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    decoders: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def subset(self, indices) -> "ImageTable":
+        """The rows at `indices`, every column kept aligned."""
+        indices = np.asarray(indices, dtype=int)
+        take = lambda column: None if column is None else column[indices]  # noqa: E731
+        return replace(
+            self,
+            labels=self.labels[indices],
+            paths=take(self.paths),
+            arrays=take(self.arrays),
+            groups=take(self.groups),
+            splits=take(self.splits),
+            rois=take(self.rois),
+            decoders=take(self.decoders),
+        )
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _check_classes(table: ImageTable, where: str) -> ImageTable:
+    present = np.unique(table.labels)
+    if len(present) < 2:
+        only = table.class_names[int(present[0])] if len(present) else "none"
+        raise ValueError(
+            f"Found a single class ({only!r}) in {where}; classification needs at least two. "
+            "Add a folder (or label) for every class, e.g. good/ and defect/."
+        )
+    return table
+
+
+def _class_folders(root: Path) -> tuple[list[Path], list[Path]]:
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files = sorted(p for p in root.iterdir() if _is_image(p))
+    return folders, files
+
+
+def from_folder(root: str | os.PathLike, class_names: list[str] | None = None) -> ImageTable:
+    """Reads `root/<class>/*` or the pre-split `root/{train,val,test}/<class>/*` layout.
+
+    Only files directly inside a class folder count; nested folders are ignored with a warning.
+    An empty class folder is left out with a warning.
+
+    Args:
+        root: The folder.
+        class_names: Optional fixed class order; by default the sorted folder names.
+
+    Raises:
+        FileNotFoundError: if the folder does not exist or holds no class folders.
+        ValueError: if fewer than two classes hold images.
+
+    Example:
+        >>> table = from_folder("data/line3")  # doctest: +SKIP
+        >>> table.class_names  # doctest: +SKIP
+        ['defect', 'good']
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"Data folder not found: '{root}'. Expected a folder with one sub-folder per class, e.g.\n"
+            f"    {root}/good/*.png\n    {root}/defect/*.png"
+        )
+    folders, loose = _class_folders(root)
+    split_folders = {_SPLIT_ALIASES[f.name.lower()]: f for f in folders if f.name.lower() in _SPLIT_ALIASES}
+    layout = {split: _class_folders(folder)[0] for split, folder in split_folders.items()} if split_folders else {None: folders}
+    if not any(layout.values()):
+        found = [p.name for p in loose[:5]]
+        raise FileNotFoundError(
+            f"No class folders found in '{root}'. Expected one sub-folder per class, e.g.\n"
+            f"    {root}/good/*.png\n    {root}/defect/*.png\n"
+            f"Found only files: {found}. Move them into class folders, or point --data at their parent."
+        )
+    names = class_names or sorted({folder.name for folders_ in layout.values() for folder in folders_})
+    index = {name: i for i, name in enumerate(names)}
+    paths, labels, splits, empty, nested = [], [], [], [], []
+    for split, class_folders in layout.items():
+        for folder in class_folders:
+            if folder.name not in index:
+                raise ValueError(
+                    f"Class folder '{folder}' is not among class_names {names}. "
+                    "Add it to class_names or remove the folder."
+                )
+            files = sorted(p for p in folder.iterdir() if _is_image(p))
+            nested += [p for p in folder.iterdir() if p.is_dir()]
+            if not files:
+                empty.append(str(folder))
+            paths += [str(p) for p in files]
+            labels += [index[folder.name]] * len(files)
+            splits += [split] * len(files)
+    if nested:
+        warnings.warn(
+            f"Ignoring {len(nested)} folder(s) nested inside class folders: "
+            f"{[str(p) for p in nested[:5]]}. Images must sit directly in their class folder.",
+            stacklevel=2,
+        )
+    if empty:
+        warnings.warn(
+            f"Class folder(s) with no images: {empty}. Those classes are left out; add images to "
+            "them or delete the folders.",
+            stacklevel=2,
+        )
+    labels_array = np.array(labels, dtype=int)
+    # Leave out classes without any image, renumbering labels so they stay contiguous.
+    kept = [name for i, name in enumerate(names) if (labels_array == i).any()]
+    remap = {names.index(name): i for i, name in enumerate(kept)}
+    labels_array = np.array([remap[label] for label in labels_array], dtype=int)
+    table = ImageTable(
+        labels=labels_array,
+        class_names=kept,
+        paths=np.array(paths, dtype=object),
+        splits=np.array(splits, dtype=object) if split_folders else None,
+        source=f"folder {root}" + (" (pre-split)" if split_folders else ""),
+    )
+    return _check_classes(table, f"'{root}'")
+
+
+def from_dataframe(
+    frame,
+    path_column: str = "path",
+    label_column: str = "label",
+    group_column: str | None = None,
+    split_column: str | None = None,
+    root: str | os.PathLike | None = None,
+    source: str = "dataframe",
+) -> ImageTable:
+    """Reads a pandas DataFrame with a path column, a label column and optional group/split columns.
+
+    Relative paths are resolved against `root`.
+
+    Raises:
+        ValueError: if a column is missing (the message lists the columns found).
+
+    Example:
+        >>> table = from_dataframe(pd.DataFrame({"path": ["a.png", "b.png"], "label": ["ok", "bad"]}))  # doctest: +SKIP
+    """
+    missing = [c for c in (path_column, label_column, group_column, split_column) if c and c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"Column(s) {missing} not found in {source}. Found columns: {list(frame.columns)}. "
+            "Name the right ones with path_column=, label_column=, group_column=."
+        )
+    base = Path(root) if root is not None else None
+    paths = [str(base / p) if base is not None and not os.path.isabs(str(p)) else str(p) for p in frame[path_column]]
+    raw_labels = frame[label_column].astype(str).to_numpy()
+    names = sorted(set(raw_labels))
+    index = {name: i for i, name in enumerate(names)}
+    splits = None
+    if split_column:
+        values = frame[split_column].astype(str).str.lower().map(_SPLIT_ALIASES)
+        if values.isna().any():
+            bad = sorted(set(frame[split_column][values.isna()].astype(str)))[:5]
+            raise ValueError(f"Split column {split_column!r} has values {bad}; expected one of train, val, test.")
+        splits = values.to_numpy(dtype=object)
+    table = ImageTable(
+        labels=np.array([index[label] for label in raw_labels], dtype=int),
+        class_names=names,
+        paths=np.array(paths, dtype=object),
+        groups=frame[group_column].astype(str).to_numpy(dtype=object) if group_column else None,
+        splits=splits,
+        source=source,
+    )
+    return _check_classes(table, source)
+
+
+def from_csv(path: str | os.PathLike, **columns) -> ImageTable:
+    """Reads a CSV file (see `from_dataframe`); relative image paths are relative to the CSV's folder."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CSV file not found: '{path}'.")
+    columns.setdefault("root", path.parent)
+    return from_dataframe(pd.read_csv(path), source=f"csv {path}", **columns)
+
+
+#: GTSRB class ids 0-42 as snake-case names.
+GTSRB_CLASS_NAMES = (
+    "speed_limit_20", "speed_limit_30", "speed_limit_50", "speed_limit_60", "speed_limit_70",
+    "speed_limit_80", "end_of_speed_limit_80", "speed_limit_100", "speed_limit_120", "no_passing",
+    "no_passing_over_3_5_tons", "right_of_way_at_next_intersection", "priority_road", "yield",
+    "stop", "no_vehicles", "over_3_5_tons_prohibited", "no_entry", "general_caution",
+    "dangerous_curve_left", "dangerous_curve_right", "double_curve", "bumpy_road", "slippery_road",
+    "road_narrows_on_the_right", "road_work", "traffic_signals", "pedestrians", "children_crossing",
+    "bicycles_crossing", "beware_of_ice_snow", "wild_animals_crossing", "end_of_all_limits",
+    "turn_right_ahead", "turn_left_ahead", "ahead_only", "go_straight_or_right",
+    "go_straight_or_left", "keep_right", "keep_left", "roundabout_mandatory", "end_of_no_passing",
+    "end_of_no_passing_over_3_5_tons",
+)
+
+
+def _gtsrb_records(csv_path: Path) -> list[tuple[str, int, tuple]]:
+    import pandas as pd
+
+    frame = pd.read_csv(csv_path, sep=";")
+    expected = ["Filename", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId"]
+    missing = [c for c in expected if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"'{csv_path}' lacks GTSRB column(s) {missing}. Expected semicolon-separated "
+            f"Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId. Found: {list(frame.columns)}"
+        )
+    rois = frame[["Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2"]].to_numpy(dtype=int)
+    return list(zip(frame["Filename"].astype(str), frame["ClassId"].astype(int), map(tuple, rois)))
+
+
+def from_gtsrb(root: str | os.PathLike) -> ImageTable:
+    """Reads the GTSRB official layout, cropped to each sign's ROI.
+
+    `root/Final_Training/Images/000NN/GT-000NN.csv` gives the training images; an optional
+    `root/Final_Test/Images/GT-final_test.csv` gives the test split. Training images of one
+    physical sign come in tracks (`TTTTT_VVVVV.ppm`: track, then view); the track is the group, so no sign is in two
+    splits.
+
+    Example:
+        >>> table = from_gtsrb("GTSRB")  # doctest: +SKIP
+        >>> table.class_names[:2]  # doctest: +SKIP
+        ['speed_limit_20', 'speed_limit_30']
+    """
+    root = Path(root)
+    training = root / "Final_Training" / "Images"
+    if not training.is_dir():
+        raise FileNotFoundError(
+            f"No GTSRB layout in '{root}': expected {training}/000NN/GT-000NN.csv (the official "
+            "GTSRB_Final_Training_Images archive unpacked there)."
+        )
+    rows = []
+    for class_dir in sorted(p for p in training.iterdir() if p.is_dir()):
+        csv_files = sorted(class_dir.glob("GT-*.csv"))
+        if not csv_files:
+            raise FileNotFoundError(f"'{class_dir}' has no GT-{class_dir.name}.csv annotation file.")
+        for filename, class_id, roi in _gtsrb_records(csv_files[0]):
+            track = re.match(r"(\d+)_(\d+)", filename)
+            group = f"{class_id}_{track.group(1) if track else filename}"
+            rows.append((str(class_dir / filename), class_id, group, "train", roi))
+    test_csv = root / "Final_Test" / "Images" / "GT-final_test.csv"
+    if test_csv.is_file():
+        for filename, class_id, roi in _gtsrb_records(test_csv):
+            rows.append((str(test_csv.parent / filename), class_id, f"test_{filename}", "test", roi))
+    if not rows:
+        raise FileNotFoundError(f"No annotated images found under '{training}'.")
+    class_ids = sorted({row[1] for row in rows})
+    index = {class_id: i for i, class_id in enumerate(class_ids)}
+    names = [GTSRB_CLASS_NAMES[c] if c < len(GTSRB_CLASS_NAMES) else f"class_{c}" for c in class_ids]
+    table = ImageTable(
+        labels=np.array([index[row[1]] for row in rows], dtype=int),
+        class_names=names,
+        paths=np.array([row[0] for row in rows], dtype=object),
+        groups=np.array([row[2] for row in rows], dtype=object),
+        splits=np.array([row[3] for row in rows], dtype=object) if test_csv.is_file() else None,
+        rois=np.array([row[4] for row in rows], dtype=int),
+        source=f"gtsrb {root}",
+    )
+    return _check_classes(table, f"'{root}'")
+
+
+def from_nih(csv_path: str | os.PathLike, finding: str = "Pneumonia", image_dir: str | os.PathLike | None = None) -> ImageTable:
+    """Reads NIH ChestX-ray14 (`Data_Entry_2017.csv`) as `finding` vs `No Finding`, patients as groups.
+
+    Images whose labels name other findings only are left out: they are neither clearly positive
+    nor normal. Images are looked up by file name anywhere under `image_dir` (the NIH archives
+    unpack into `images_001/images/...`), by default the CSV's folder.
+
+    Example:
+        >>> table = from_nih("Data_Entry_2017.csv", finding="Pneumonia")  # doctest: +SKIP
+        >>> table.class_names  # doctest: +SKIP
+        ['No Finding', 'Pneumonia']
+    """
+    import pandas as pd
+
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"NIH CSV not found: '{csv_path}'. Expected Data_Entry_2017.csv.")
+    frame = pd.read_csv(csv_path)
+    needed = ["Image Index", "Finding Labels", "Patient ID"]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise ValueError(f"'{csv_path}' lacks NIH column(s) {missing}. Found: {list(frame.columns)}")
+    findings = frame["Finding Labels"].astype(str).str.split("|")
+    positive = findings.map(lambda labels: finding in labels)
+    normal = findings.map(lambda labels: labels == ["No Finding"])
+    if not positive.any():
+        known = sorted({label for labels in findings for label in labels})
+        raise ValueError(f"No image labelled {finding!r} in '{csv_path}'. Findings present: {known}")
+    frame = frame[positive | normal]
+    image_dir = Path(image_dir) if image_dir is not None else csv_path.parent
+    located = {p.name: str(p) for p in image_dir.rglob("*.png")}
+    paths = [located.get(name, str(image_dir / name)) for name in frame["Image Index"]]
+    table = ImageTable(
+        labels=positive[frame.index].to_numpy().astype(int),
+        class_names=["No Finding", finding],
+        paths=np.array(paths, dtype=object),
+        groups=frame["Patient ID"].astype(str).to_numpy(dtype=object),
+        source=f"nih {csv_path} ({finding} vs No Finding)",
+    )
+    return _check_classes(table, f"'{csv_path}'")
+
+
+def from_arrays(images: np.ndarray, labels, class_names: list[str] | None = None, groups=None) -> ImageTable:
+    """Wraps in-memory images `(n, height, width[, channels])` and integer or string labels."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or len(images) != len(labels):
+        raise ValueError(
+            f"Expected images of shape (n, height, width[, channels]) and n labels. "
+            f"Received: images.shape={images.shape}, len(labels)={len(labels)}"
+        )
+    labels = np.asarray(labels)
+    if labels.dtype.kind in "iu" and class_names is not None:
+        names, encoded = list(class_names), labels.astype(int)
+    else:
+        names = sorted({str(label) for label in labels})
+        encoded = np.array([names.index(str(label)) for label in labels], dtype=int)
+    if images.dtype != np.uint8:
+        from tfx_transfer.images import _to_uint8
+
+        images = _to_uint8(images)
+    table = ImageTable(labels=encoded, class_names=names, arrays=images,
+                       groups=None if groups is None else np.asarray(groups, dtype=object), source="arrays")
+    return _check_classes(table, "the arrays")
+
+
+def from_tfds(name: str, data_dir: str | os.PathLike | None = None, image_key: str = "image", label_key: str = "label") -> ImageTable:
+    """Loads a TFDS data set that is already prepared on this machine (nothing is downloaded).
+
+    Every split the data set has is kept as the predefined split (`validation` becomes `val`).
+    """
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=None if data_dir is None else str(data_dir))
+    if not Path(builder.data_dir).joinpath("dataset_info.json").exists():
+        raise FileNotFoundError(
+            f"TFDS data set {name!r} is not prepared in '{builder.data_dir}', and this toolkit never "
+            "downloads. Prepare it on a machine with internet (tfds build) and copy the folder, or "
+            "pass data_dir=."
+        )
+    images, labels, splits = [], [], []
+    for split in builder.info.splits:
+        for example in tfds.as_numpy(builder.as_dataset(split=split)):
+            images.append(example[image_key])
+            labels.append(int(example[label_key]))
+            splits.append(_SPLIT_ALIASES.get(split, split))
+    feature = builder.info.features[label_key]
+    class_names = list(getattr(feature, "names", [])) or [str(i) for i in range(max(labels) + 1)]
+    table = from_arrays(np.stack(images), np.array(labels), class_names)
+    unknown = sorted(set(splits) - set(SPLIT_NAMES))
+    return replace(table, splits=None if unknown else np.array(splits, dtype=object), source=f"tfds:{name}")
+
+
+def load_source(data, **options) -> ImageTable:
+    """Reads `data`, choosing the reader from what it is.
+
+    - a DataFrame: `from_dataframe`;
+    - `"tfds:<name>"`: `from_tfds`;
+    - a `.csv` file with NIH columns (`Finding Labels`): `from_nih`; another `.csv`: `from_csv`;
+    - a folder with `Final_Training/Images`: `from_gtsrb`; another folder: `from_folder`.
+
+    Example:
+        >>> table = load_source("data/chest_xray")  # doctest: +SKIP
+    """
+    if hasattr(data, "columns"):
+        return from_dataframe(data, **options)
+    text = str(data)
+    if text.startswith("tfds:"):
+        return from_tfds(text[len("tfds:"):], **options)
+    path = Path(text)
+    if path.suffix.lower() == ".csv":
+        with open(path, encoding="utf-8", errors="replace") as file:
+            header = file.readline()
+        if "Finding Labels" in header:
+            return from_nih(path, **options)
+        return from_csv(path, **options)
+    if (path / "Final_Training" / "Images").is_dir():
+        return from_gtsrb(path)
+    return from_folder(path, **options)
