@@ -19,11 +19,11 @@ def test_pipeline_yields_raw_pixels_labels_and_sample_weights(tmp_path):
     table = drop_unreadable(load_source(write_solid_folder(tmp_path / "d", per_class=4)))
     dataset = make_dataset(table, image_size=(32, 32), batch_size=5, class_weight="balanced")
     images, labels, weights = next(iter(dataset))
-    assert images.shape == (5, 32, 32, 3) and images.dtype.name == "float32"
+    assert images.shape == (5, 32, 32, 3) and images.dtype.name == "uint8"
     assert 0.0 <= float(images.numpy().min()) and float(images.numpy().max()) <= 255.0
     assert labels.dtype.name == "int32"
     np.testing.assert_allclose(weights.numpy(), 1.0)  # balanced classes
-    colours = images.numpy().mean(axis=(1, 2))
+    colours = images.numpy().astype(float).mean(axis=(1, 2))
     for colour, label in zip(colours, labels.numpy()):
         assert np.argmax(colour) == {"blue": 2, "green": 1, "red": 0}[table.class_names[label]]
 
@@ -96,3 +96,20 @@ def test_empty_split_is_explained():
     table = from_arrays(np.zeros((4, 4, 4, 3), np.uint8), [0, 0, 1, 1])
     with pytest.raises(ValueError, match=r"make_dataset got no rows: the split is empty"):
         make_dataset(table, np.array([], dtype=int))
+
+
+def test_dicom_folder_feeds_the_pipeline(tmp_path):
+    from datasets import write_dicom
+
+    for label, value in (("normal", 500), ("opacity", 3000)):
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            pixels = np.full((20, 20), value + i, np.uint16)
+            pixels[:2] = 0  # a black and a white band give the percentile scaling its range
+            pixels[-2:] = 4000
+            write_dicom(tmp_path / label / f"{i}.dcm", pixels)
+    table = drop_unreadable(load_source(tmp_path))
+    assert set(table.decoders) == {"pil"}
+    images, labels = next(iter(make_dataset(table, image_size=(20, 20), batch_size=6)))
+    centre = images.numpy()[:, 10, 10, 0].astype(int)
+    assert all(centre[labels.numpy() == 1] > centre[labels.numpy() == 0].max())

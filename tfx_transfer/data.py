@@ -55,7 +55,12 @@ def drop_unreadable(table: ImageTable, scan_cache: str | os.PathLike | None = No
         )
     warn_skipped(result.problems, stacklevel=2)
     clean = table.subset(np.flatnonzero(result.ok))
-    return replace(clean, skipped=list(table.skipped) + result.problems, decoders=result.decoders[result.ok])
+    return replace(
+        clean,
+        skipped=list(table.skipped) + result.problems,
+        decoders=result.decoders[result.ok],
+        image_sizes=result.sizes[result.ok],
+    )
 
 
 def class_weights(labels: np.ndarray, num_classes: int, mode: str | dict | None, class_names: list[str] | None = None) -> np.ndarray:
@@ -110,22 +115,44 @@ def _decode_with_pillow(path, roi):
     return read_image(path.decode("utf-8"), None if roi[0] < 0 else roi)
 
 
-def _decode(path, decoder, roi, image_size):
-    def native():
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return tf.cond(
-            roi[0] >= 0,
-            lambda: image[roi[1] : roi[3] + 1, roi[0] : roi[2] + 1],
-            lambda: image,
-        )
+def _decoder_fn(decoders: set[str], with_rois: bool, image_size, all_at_size: bool):
+    """Builds the per-file decode function. Choices known in Python (all files native, no ROIs)
+    are made here, not with `tf.cond` per image: tf.data's per-element overhead is the cost that
+    matters for small images."""
 
-    def pillow():
+    def native(path, roi):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        return image[roi[1] : roi[3] + 1, roi[0] : roi[2] + 1] if with_rois else image
+
+    def pillow(path, roi):
         image = tf.numpy_function(_decode_with_pillow, [path, roi], tf.uint8, stateful=False)
         return tf.ensure_shape(image, [None, None, 3])
 
-    image = tf.cond(tf.equal(decoder, NATIVE_DECODER), native, pillow)
-    resized = tf.image.resize(image, image_size, method="bilinear", antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    def decode(path, decoder, roi, label, weight):
+        if decoders == {NATIVE_DECODER}:
+            image = native(path, roi)
+        elif NATIVE_DECODER not in decoders:
+            image = pillow(path, roi)
+        else:
+            image = tf.cond(tf.equal(decoder, NATIVE_DECODER), lambda: native(path, roi), lambda: pillow(path, roi))
+        if all_at_size:  # known from the scan: no resize op at all
+            return tf.ensure_shape(image, (*image_size, 3)), label, weight
+        return _resize(image, image_size), label, weight
+
+    return decode
+
+
+def _resize(image, image_size):
+    """Resizes to `image_size` as uint8; images already that size pass through untouched (an
+    antialiased resize costs about 3x the PNG decode itself)."""
+
+    def resize():
+        resized = tf.image.resize(image, image_size, method="bilinear", antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+    shape = tf.shape(image)
+    same = tf.logical_and(tf.equal(shape[0], image_size[0]), tf.equal(shape[1], image_size[1]))
+    return tf.ensure_shape(tf.cond(same, lambda: tf.cast(image, tf.uint8), resize), (*image_size, 3))
 
 
 def make_dataset(
@@ -157,8 +184,8 @@ def make_dataset(
         drop_remainder: Drop the last incomplete batch.
 
     Returns:
-        A dataset of `(images, labels)` or `(images, labels, sample_weights)`; images are float32
-        raw pixels in [0, 255], labels int32.
+        A dataset of `(images, labels)` or `(images, labels, sample_weights)`; images are uint8
+        raw pixels (every model the toolkit builds casts them itself), labels int32.
 
     Example:
         >>> dataset = make_dataset(table, splits.train, (96, 96), batch_size=32, shuffle=True,
@@ -177,12 +204,14 @@ def make_dataset(
     order = rng.permutation(len(indices)) if shuffle and cache != "memory" else np.arange(len(indices))
     indices, labels = indices[order], labels[order]
 
+    weights = class_weights(labels, table.num_classes, class_weight, table.class_names)[labels]
+    labels_and_weights = (labels.astype("int32"), weights.astype("float32"))
     if table.arrays is not None:
         arrays = table.arrays[indices]
         if arrays.shape[-1] == 1:
             arrays = np.repeat(arrays, 3, axis=-1)
-        dataset = tf.data.Dataset.from_tensor_slices(arrays).map(
-            lambda image: tf.cast(tf.round(tf.image.resize(image, image_size, antialias=True)), tf.uint8),
+        dataset = tf.data.Dataset.from_tensor_slices((arrays, *labels_and_weights)).map(
+            lambda image, label, weight: (_resize(image, image_size), label, weight),
             num_parallel_calls=AUTOTUNE,
         )
     else:
@@ -193,17 +222,15 @@ def make_dataset(
             [str(p) for p in table.paths[indices]],
             [str(d) for d in decoders[indices]],
             rois[indices].astype("int32"),
+            *labels_and_weights,
         )
-        dataset = tf.data.Dataset.from_tensor_slices(slices).map(
-            lambda path, decoder, roi: _decode(path, decoder, roi, image_size),
-            num_parallel_calls=AUTOTUNE,
-            deterministic=True,
+        all_at_size = (
+            table.rois is None
+            and table.image_sizes is not None
+            and bool((table.image_sizes[indices] == np.array(image_size)).all())
         )
-    weights = class_weights(labels, table.num_classes, class_weight, table.class_names)[labels]
-    dataset = tf.data.Dataset.zip(
-        (dataset, tf.data.Dataset.from_tensor_slices(labels.astype("int32")),
-         tf.data.Dataset.from_tensor_slices(weights.astype("float32")))
-    )
+        decode = _decoder_fn(set(slices[1]), table.rois is not None, image_size, all_at_size)
+        dataset = tf.data.Dataset.from_tensor_slices(slices).map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
     if cache == "memory":
         dataset = dataset.cache()
     elif cache is not None:
@@ -219,12 +246,10 @@ def make_dataset(
             deterministic=True,
         )
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=True)
-    dataset = dataset.map(
-        lambda images, labels_, weights_: (tf.cast(images, tf.float32), labels_, weights_)
-        if class_weight is not None
-        else (tf.cast(images, tf.float32), labels_),
-        num_parallel_calls=AUTOTUNE,
-    )
+    if class_weight is None:
+        dataset = dataset.map(lambda images, labels_, weights_: (images, labels_), num_parallel_calls=AUTOTUNE)
+    # Batches stay uint8 (a quarter of float32's bytes in the prefetch buffer and on the way to
+    # the GPU); the model's first layer, ImagePreprocessing, casts to float32.
     return dataset.prefetch(AUTOTUNE)
 
 

@@ -117,31 +117,33 @@ class ScanResult:
         ok: One bool per input path.
         decoders: `"tf"` (decoded natively in the tf.data graph) or `"pil"` per path.
         problems: `(path, reason)` for every unusable file.
+        sizes: `(n, 2)` height and width of each file (0 for unusable ones).
     """
 
     ok: np.ndarray
     decoders: np.ndarray
     problems: list[tuple[str, str]]
+    sizes: np.ndarray | None = None
 
 
-def _scan_one(path: str) -> tuple[bool, str, str]:
-    """Returns (ok, decoder, reason)."""
+def _scan_one(path: str) -> tuple[bool, str, str, int, int]:
+    """Returns (ok, decoder, reason, height, width)."""
     try:
         if os.path.getsize(path) == 0:
-            return False, "", "empty file (0 bytes)"
+            return False, "", "empty file (0 bytes)", 0, 0
         suffix = Path(path).suffix.lower()
         if suffix == ".dcm":
-            read_image(path)
-            return True, PILLOW_DECODER, ""
+            height, width = read_image(path).shape[:2]
+            return True, PILLOW_DECODER, "", height, width
         # Pillow is lenient by default; truncated files must fail here, not silently half-decode.
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         with Image.open(path) as image:
             image.load()
-            fmt, mode = image.format, image.mode
+            fmt, mode, (width, height) = image.format, image.mode, image.size
         native = fmt in ("PNG", "JPEG", "BMP", "GIF") and mode in ("L", "RGB", "RGBA", "P", "LA", "PA")
-        return True, NATIVE_DECODER if native else PILLOW_DECODER, ""
+        return True, NATIVE_DECODER if native else PILLOW_DECODER, "", height, width
     except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError... for bad files
-        return False, "", f"{type(error).__name__}: {error}"
+        return False, "", f"{type(error).__name__}: {error}", 0, 0
 
 
 def _scan_cache_key(path: str) -> str:
@@ -176,7 +178,7 @@ def scan_images(paths: list[str], cache_file: str | os.PathLike | None = None, w
         except OSError:
             key = f"missing|{path}"
         keys.append(key)
-        if key not in cache:
+        if len(cache.get(key, ())) != 5:  # missing, or written by an older version
             todo.append((key, path))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for (key, _), result in zip(todo, pool.map(lambda item: _scan_one(item[1]), todo)):
@@ -187,11 +189,12 @@ def scan_images(paths: list[str], cache_file: str | os.PathLike | None = None, w
         temporary.write_text(json.dumps(cache))
         os.replace(temporary, cache_file)
     results = [cache[key] for key in keys]
-    problems = [(path, reason) for path, (ok, _, reason) in zip(paths, results) if not ok]
+    problems = [(path, result[2]) for path, result in zip(paths, results) if not result[0]]
     return ScanResult(
-        ok=np.array([ok for ok, _, _ in results], dtype=bool),
-        decoders=np.array([decoder for _, decoder, _ in results], dtype=object),
+        ok=np.array([result[0] for result in results], dtype=bool),
+        decoders=np.array([result[1] for result in results], dtype=object),
         problems=problems,
+        sizes=np.array([result[3:5] for result in results], dtype=int).reshape(-1, 2),
     )
 
 

@@ -42,6 +42,7 @@ class ImageTable:
         source: One line describing where the data came from, for reports.
         skipped: `(path, reason)` of files left out (filled by the pipeline's scan).
         decoders: Per file, `"tf"` (native decoder) or `"pil"`; filled by the scan.
+        image_sizes: `(n, 2)` height and width per file; filled by the scan.
     """
 
     labels: np.ndarray
@@ -54,6 +55,7 @@ class ImageTable:
     source: str = ""
     skipped: list[tuple[str, str]] = field(default_factory=list)
     decoders: np.ndarray | None = None
+    image_sizes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -75,6 +77,7 @@ class ImageTable:
             splits=take(self.splits),
             rois=take(self.rois),
             decoders=take(self.decoders),
+            image_sizes=take(self.image_sizes),
         )
 
 
