@@ -191,19 +191,30 @@ def make_dataset(
         >>> dataset = make_dataset(table, splits.train, (96, 96), batch_size=32, shuffle=True,
         ...                        augment=make_policy("defects"), class_weight="balanced")  # doctest: +SKIP
     """
+    indices = _check_indices(table, indices)
+    if oversample:
+        indices = indices[oversample_indices(table.labels[indices], seed)]
+    image_size = tuple(int(side) for side in image_size)
+    if shuffle and cache != "memory":
+        # Without a memory cache, shuffle the cheap file names before decoding (a full shuffle).
+        indices = indices[np.random.default_rng(seed).permutation(len(indices))]
+    dataset = _decoded(table, indices, image_size, class_weight, cache)
+    if shuffle and cache == "memory":
+        dataset = dataset.shuffle(min(len(indices), 8192), seed=seed, reshuffle_each_iteration=True)
+    augment_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    return _finish(dataset, augment, augment_seeds, image_size, batch_size, drop_remainder, class_weight is not None)
+
+
+def _check_indices(table: ImageTable, indices) -> np.ndarray:
     indices = np.arange(len(table)) if indices is None else np.asarray(indices, dtype=int)
     if len(indices) == 0:
         raise ValueError("make_dataset got no rows: the split is empty. Check the split fractions.")
-    labels = table.labels[indices]
-    if oversample:
-        indices = indices[oversample_indices(labels, seed)]
-        labels = table.labels[indices]
-    image_size = tuple(int(side) for side in image_size)
-    rng = np.random.default_rng(seed)
-    # Without a memory cache, shuffle the cheap file names before decoding (a full shuffle).
-    order = rng.permutation(len(indices)) if shuffle and cache != "memory" else np.arange(len(indices))
-    indices, labels = indices[order], labels[order]
+    return indices
 
+
+def _decoded(table: ImageTable, indices: np.ndarray, image_size, class_weight, cache) -> tf.data.Dataset:
+    """Rows `indices` decoded and resized to uint8, with labels and sample weights, cached."""
+    labels = table.labels[indices]
     weights = class_weights(labels, table.num_classes, class_weight, table.class_names)[labels]
     labels_and_weights = (labels.astype("int32"), weights.astype("float32"))
     if table.arrays is not None:
@@ -232,25 +243,67 @@ def make_dataset(
         decode = _decoder_fn(set(slices[1]), table.rois is not None, image_size, all_at_size)
         dataset = tf.data.Dataset.from_tensor_slices(slices).map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
     if cache == "memory":
-        dataset = dataset.cache()
-    elif cache is not None:
+        return dataset.cache()
+    if cache is not None:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        dataset = dataset.cache(str(cache))
-    if shuffle and cache == "memory":
-        dataset = dataset.shuffle(min(len(indices), 8192), seed=seed, reshuffle_each_iteration=True)
+        return dataset.cache(str(cache))
+    return dataset
+
+
+def _finish(dataset, augment, augment_seeds, image_size, batch_size, drop_remainder, with_weights):
     if augment is not None and not augment.is_identity:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+        dataset = tf.data.Dataset.zip((dataset, augment_seeds.batch(2))).map(
             lambda element, pair: _augment(element, pair, augment, image_size),
             num_parallel_calls=AUTOTUNE,
             deterministic=True,
         )
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=True)
-    if class_weight is None:
-        dataset = dataset.map(lambda images, labels_, weights_: (images, labels_), num_parallel_calls=AUTOTUNE)
+    if not with_weights:
+        dataset = dataset.map(lambda images, labels, weights: (images, labels), num_parallel_calls=AUTOTUNE)
     # Batches stay uint8 (a quarter of float32's bytes in the prefetch buffer and on the way to
     # the GPU); the model's first layer, ImagePreprocessing, casts to float32.
     return dataset.prefetch(AUTOTUNE)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch) * 7_919) % (2**31 - 1)
+
+
+class EpochStream:
+    """Training data whose order and augmentation depend only on `(seed, epoch)`.
+
+    `stream(epoch)` returns that epoch's dataset. The decoded images are cached once (when `cache`
+    is set) and reused by every epoch, so a run resumed at epoch 7 sees exactly the batches an
+    uninterrupted run sees at epoch 7.
+
+    Example:
+        >>> stream = EpochStream(table, splits.train, (96, 96), batch_size=32, seed=0, cache="memory")  # doctest: +SKIP
+        >>> model.fit(stream(3), initial_epoch=3, epochs=4)  # doctest: +SKIP
+    """
+
+    def __init__(self, table: ImageTable, indices, image_size, batch_size: int = 32, seed: int = 0,
+                 augment: AugmentPolicy | None = None, cache=None, class_weight=None, oversample: bool = False):
+        self.table = table
+        self.indices = _check_indices(table, indices)
+        if oversample:
+            self.indices = self.indices[oversample_indices(table.labels[self.indices], seed)]
+        self.image_size = tuple(int(side) for side in image_size)
+        self.batch_size, self.seed, self.augment = batch_size, seed, augment
+        self.cache, self.class_weight = cache, class_weight
+        self._cached = _decoded(table, self.indices, self.image_size, class_weight, cache) if cache is not None else None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __call__(self, epoch: int) -> tf.data.Dataset:
+        seed = _epoch_seed(self.seed, epoch)
+        if self._cached is None:
+            order = self.indices[np.random.default_rng(seed).permutation(len(self.indices))]
+            dataset = _decoded(self.table, order, self.image_size, self.class_weight, None)
+        else:
+            dataset = self._cached.shuffle(min(len(self.indices), 8192), seed=seed, reshuffle_each_iteration=False)
+        seeds = tf.data.Dataset.random(seed=seed)
+        return _finish(dataset, self.augment, seeds, self.image_size, self.batch_size, False, self.class_weight is not None)
 
 
 def _augment(element, pair, policy, image_size):

@@ -70,6 +70,12 @@ def load_backbone(
         raise ValueError(f"pooling must be one of {_POOLING}. Received: pooling={pooling!r}")
     if include_top and pooling is not None:
         raise ValueError("pooling applies only with include_top=False. Received: pooling=" + repr(pooling))
+    inputs, outputs = _backbone_on_raw_pixels(spec, weights, size, include_top, pooling, training=False)
+    return keras.Model(inputs, outputs, name=f"{spec.name}_on_raw_pixels")
+
+
+def _backbone_on_raw_pixels(spec, weights, size, include_top, pooling, training):
+    """Input -> ImagePreprocessing -> backbone; returns the input and output tensors."""
     resolved = resolve_weights(spec, weights, include_top)
     backbone = spec.build(size, include_top=include_top, pooling=pooling)
     if resolved.adapt is not None:
@@ -80,9 +86,74 @@ def load_backbone(
         load_weights_file(backbone, resolved.info.path, spec)
     inputs = keras.Input((*size, 3), name="image")
     x = ImagePreprocessing(resolved.info.preprocessing, resolved.info.source, name="preprocessing")(inputs)
-    outputs = backbone(x, training=False)
-    model = keras.Model(inputs, outputs, name=f"{spec.name}_on_raw_pixels")
+    return inputs, backbone(x, training=training)
+
+
+TASKS = ("multiclass", "multilabel")
+
+
+def build_head(num_features: int, num_classes: int, dropout: float = 0.2, task: str = "multiclass", seed: int | None = None) -> keras.Model:
+    """The new classifier head, `pooled features -> dropout -> dense`, as its own small model so
+    it can be trained on cached features and then sit unchanged inside the full classifier.
+
+    The output layer is float32 even under mixed precision, so probabilities stay exact.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}. Received: task={task!r}")
+    inputs = keras.Input((num_features,), name="features")
+    x = keras.layers.Dropout(dropout, seed=seed, name="head_dropout")(inputs)
+    activation = "softmax" if task == "multiclass" else "sigmoid"
+    outputs = keras.layers.Dense(num_classes, activation=activation, dtype="float32", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
+def build_classifier(
+    backbone: str,
+    num_classes: int,
+    weights: str | None = "imagenet",
+    image_size: int | tuple[int, int] | None = None,
+    dropout: float = 0.2,
+    task: str = "multiclass",
+    train_batchnorm: bool = False,
+    seed: int | None = None,
+) -> keras.Model:
+    """Builds `raw pixels -> preprocessing -> backbone -> average pooling -> head`.
+
+    The backbone comes frozen (`freeze_backbone`); choose what trains with the slicing functions.
+
+    Args:
+        backbone: Registry name.
+        num_classes: Outputs of the head.
+        weights: As in `load_backbone`.
+        image_size: Side or `(height, width)`; defaults to the family's size.
+        dropout: Dropout rate before the last layer.
+        task: `"multiclass"` (softmax; binary too) or `"multilabel"` (sigmoid per class).
+        train_batchnorm: Call the backbone in training mode so BatchNorm learns its statistics;
+            only for training from scratch, where there are no ImageNet statistics to keep.
+        seed: Seed of the dropout layer.
+
+    Example:
+        >>> model = build_classifier("mobilenet_v2", 3, weights=None, image_size=64)
+        >>> model.output_shape
+        (None, 3)
+    """
+    spec = get_backbone_spec(backbone)
+    size = _check_image_size(spec, image_size)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int. Received: num_classes={num_classes!r}")
+    inputs, features = _backbone_on_raw_pixels(
+        spec, weights, size, include_top=False, pooling=None, training=None if train_batchnorm else False
+    )
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+    head = build_head(int(pooled.shape[-1]), num_classes, dropout, task, seed)
+    model = keras.Model(inputs, head(pooled), name=f"{spec.name}_classifier")
+    freeze_backbone(model)
     return model
+
+
+def feature_extractor(classifier: keras.Model) -> keras.Model:
+    """The part of a classifier before its head: raw pixels -> pooled features (shared layers)."""
+    return keras.Model(classifier.input, classifier.get_layer("pool").output, name="feature_extractor")
 
 
 def _check_image_size(spec: BackboneSpec, image_size) -> tuple[int, int]:

@@ -1,0 +1,165 @@
+"""The training engine on tiny data: ResNet50 at 32 px with random weights.
+
+ResNet50, because with random weights and BatchNorm in inference mode MobileNetV2's features
+vanish (~1e-12) and nothing could be learnt; ResNet's residual paths keep them alive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from datasets import write_solid_folder
+from tfx_transfer.data import drop_unreadable, make_dataset
+from tfx_transfer.model import build_classifier, feature_extractor, find_backbone, snapshot_frozen_weights, audit_frozen_weights
+from tfx_transfer.sources import load_source
+from tfx_transfer.splits import split_table
+from tfx_transfer.train import STRATEGIES, TrainConfig, plan_phases, train
+
+TINY = dict(backbone="resnet50", weights=None, image_size=(32, 32), batch_size=6, epochs=3,
+            fine_tune_epochs=2, unfreeze_blocks=1, learning_rate=1e-3, fine_tune_learning_rate=1e-5,
+            patience=5, warmup_epochs=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = write_solid_folder(tmp_path_factory.mktemp("solid") / "data", per_class=8)
+    table = drop_unreadable(load_source(root))
+    return table, split_table(table, 0.25, 0.25, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def isolated_feature_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFX_TRANSFER_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_each_strategy_trains_and_the_loss_goes_down(strategy, tiny_data):
+    table, splits = tiny_data
+    # From scratch BatchNorm trains on batch statistics, so the small MobileNetV2 learns fine.
+    options = dict(TINY, backbone="mobilenet_v2", learning_rate=1e-3) if strategy == "scratch" else TINY
+    result = train(table, splits, TrainConfig(strategy=strategy, **options), verbose=0)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0], losses
+    assert [p.name for p in result.phases] == [p.name for p in plan_phases(TrainConfig(strategy=strategy, **options))]
+    assert result.model.output_shape == (None, 3)
+    assert result.model.input_shape == (None, 32, 32, 3)
+
+
+def test_feature_extraction_leaves_every_backbone_weight_bit_identical(tiny_data):
+    table, splits = tiny_data
+    keras.utils.set_random_seed(0)
+    reference = build_classifier("resnet50", 3, weights=None, image_size=32, seed=0)
+    result = train(table, splits, TrainConfig(strategy="feature_extraction", **TINY), verbose=0)
+    before = find_backbone(reference)[0].get_weights()
+    after = find_backbone(result.model)[0].get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    head_before = reference.get_layer("head").get_weights()[-1]
+    assert not np.array_equal(head_before, result.model.get_layer("head").get_weights()[-1])
+
+
+def test_fine_tune_changes_exactly_the_unfrozen_blocks_and_no_batchnorm_statistic(tiny_data):
+    table, splits = tiny_data
+    keras.utils.set_random_seed(0)
+    reference = build_classifier("resnet50", 3, weights=None, image_size=32, seed=0)
+    result = train(table, splits, TrainConfig(strategy="fine_tune", **TINY), verbose=0)
+    backbone_before, spec = find_backbone(reference)
+    backbone_after, _ = find_backbone(result.model)
+    for before, after in zip(backbone_before.layers, backbone_after.layers):
+        if not before.weights:
+            continue
+        changed = any(not np.array_equal(a, b) for a, b in zip(before.get_weights(), after.get_weights()))
+        in_top = after.name.startswith("conv5_")
+        if isinstance(after, keras.layers.BatchNormalization) or not in_top:
+            assert not changed, after.name
+    top_convs = [l for l in backbone_after.layers if l.name.startswith("conv5_") and isinstance(l, keras.layers.Conv2D)]
+    reference_layers = {l.name: l for l in backbone_before.layers}
+    assert any(not np.array_equal(l.get_weights()[0], reference_layers[l.name].get_weights()[0]) for l in top_convs)
+
+
+def test_cached_feature_head_equals_in_graph_frozen_head(tiny_data):
+    table, splits = tiny_data
+    keras.utils.set_random_seed(0)
+    classifier = build_classifier("resnet50", 3, weights=None, image_size=32, dropout=0.0, seed=0)
+    head = classifier.get_layer("head")
+    initial = head.get_weights()
+    images = make_dataset(table, splits.train, (32, 32), batch_size=6)
+    features = feature_extractor(classifier).predict(images, verbose=0)
+    labels = table.labels[splits.train]
+
+    head.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
+    head.fit(features, labels, batch_size=6, epochs=2, shuffle=False, verbose=0)
+    cached = head.get_weights()
+
+    head.set_weights(initial)
+    classifier.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
+    classifier.fit(images, epochs=2, verbose=0)
+    in_graph = head.get_weights()
+    for a, b in zip(cached, in_graph):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_two_runs_with_one_seed_are_identical(tiny_data):
+    table, splits = tiny_data
+    config = TrainConfig(strategy="fine_tune", **TINY)
+    first = train(table, splits, config, verbose=0)
+    second = train(table, splits, config, verbose=0)
+    assert first.history == second.history
+    assert all(np.array_equal(a, b) for a, b in zip(first.model.get_weights(), second.model.get_weights()))
+
+
+def test_crash_and_resume_reproduces_the_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
+    import tfx_transfer.train as train_module
+
+    table, splits = tiny_data
+    config = TrainConfig(strategy="fine_tune", **TINY)
+    uninterrupted = train(table, splits, config, run_dir=tmp_path / "whole", verbose=0)
+
+    real_save = train_module.save_checkpoint
+    calls = {"count": 0}
+
+    def crash_after_four(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["count"] += 1
+        if calls["count"] == 4:  # mid fine_tune phase: head done, one fine-tune epoch done
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crash_after_four)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(table, splits, config, run_dir=tmp_path / "broken", verbose=0)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    resumed = train(table, splits, config, run_dir=tmp_path / "broken", resume=True, verbose=0)
+    assert resumed.history == uninterrupted.history
+    assert all(np.array_equal(a, b) for a, b in zip(resumed.model.get_weights(), uninterrupted.model.get_weights()))
+
+
+def test_resume_without_checkpoint_is_explained(tiny_data, tmp_path):
+    table, splits = tiny_data
+    with pytest.raises(FileNotFoundError, match=r"Nothing to resume in .*no complete checkpoint"):
+        train(table, splits, TrainConfig(strategy="fine_tune", **TINY), run_dir=tmp_path, resume=True, verbose=0)
+
+
+def test_config_errors_and_warnings():
+    with pytest.raises(ValueError, match=r"Unknown strategy 'finetune'\. Available: scratch, feature_extraction, fine_tune, gradual"):
+        TrainConfig(strategy="finetune")
+    with pytest.warns(UserWarning, match=r"fine_tune_learning_rate \(0\.01\) is not lower than the head's learning_rate"):
+        TrainConfig(strategy="fine_tune", learning_rate=1e-3, fine_tune_learning_rate=1e-2)
+    with pytest.raises(ValueError, match=r"unfreeze_blocks must be between 1 and 5 for resnet50"):
+        plan_phases(TrainConfig(backbone="resnet50", unfreeze_blocks=9))
+
+
+def test_gradual_unfreezes_one_more_block_each_phase():
+    phases = plan_phases(TrainConfig(strategy="gradual", backbone="vgg16", unfreeze_blocks=3, gradual_every=2))
+    assert [(p.name, p.blocks, p.epochs) for p in phases[1:]] == [
+        ("unfreeze_1", ("block5",), 2), ("unfreeze_2", ("block4", "block5"), 2), ("unfreeze_3", ("block3", "block4", "block5"), 2)
+    ]

@@ -1,0 +1,78 @@
+"""Run checkpoints that survive `kill -9`: every file is complete or absent, never half-written.
+
+A checkpoint is a folder `checkpoints/epoch-NNNN/` holding the classifier's weights, the
+optimizer's variables and `state.json` (phase, epoch, trainable blocks, history, best score). It is
+written under a temporary name and renamed into place, and `checkpoints/latest` (a one-line file,
+itself replaced atomically) names the newest complete one. Older folders are pruned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+
+def write_atomically(path: str | os.PathLike, text: str) -> None:
+    """Writes a text file so that readers see the old content or the new one, nothing between."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(file.name, path)
+
+
+def save_checkpoint(run_dir: Path, model: keras.Model, optimizer, state: dict, keep: int = 2) -> Path:
+    """Saves weights, optimizer variables and `state` as the newest checkpoint of `run_dir`."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"epoch-{state['global_epoch']:04d}"
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
+    model.save_weights(staging / "model.weights.h5")
+    variables = [np.asarray(keras.ops.convert_to_numpy(v)) for v in optimizer.variables] if optimizer is not None else []
+    np.savez(staging / "optimizer.npz", *variables)
+    (staging / "state.json").write_text(json.dumps(state, indent=2))
+    final = root / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    write_atomically(root / "latest", name)
+    for old in sorted(p for p in root.glob("epoch-*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder of a run, or None."""
+    pointer = Path(run_dir) / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    folder = pointer.parent / pointer.read_text().strip()
+    return folder if (folder / "state.json").is_file() else None
+
+
+def load_state(checkpoint: Path) -> dict:
+    return json.loads((checkpoint / "state.json").read_text())
+
+
+def restore_optimizer(optimizer, model: keras.Model, checkpoint: Path) -> None:
+    """Builds the optimizer for the model's trainable variables and restores its saved variables."""
+    with np.load(checkpoint / "optimizer.npz") as saved:
+        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    if not values:
+        return
+    optimizer.build(model.trainable_variables)
+    if len(values) != len(optimizer.variables):
+        raise ValueError(
+            f"Checkpoint {checkpoint} has {len(values)} optimizer variables; the rebuilt optimizer has "
+            f"{len(optimizer.variables)}. The run's configuration changed since it was saved."
+        )
+    for variable, value in zip(optimizer.variables, values):
+        variable.assign(value)

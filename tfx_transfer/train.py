@@ -1,0 +1,525 @@
+"""Training strategies: scratch, feature extraction, fine-tuning and gradual unfreezing.
+
+Every strategy produces the same kind of model, `raw pixels -> preprocessing -> backbone ->
+pooling -> dropout -> head`, and runs as a list of phases:
+
+    scratch             one phase, random weights, everything trains (BatchNorm included)
+    feature_extraction  "head": frozen backbone; the head trains on cached pooled features
+    fine_tune           "head", then "fine_tune": the top blocks train at a 10-100x lower rate
+    gradual             "head", then one more block from the top every `gradual_every` epochs
+
+Each epoch is one `fit` call on that epoch's data (order and augmentation fixed by seed and
+epoch), followed by a checkpoint, so a run killed at any point resumes to the same result.
+Early stopping watches `monitor` and restores the best weights. Vocabulary follows Keras:
+`epochs`, `learning_rate`, `batch_size`, `image_size`, `jit_compile`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfx_transfer.augment import AugmentPolicy
+from tfx_transfer.backbones import get_backbone_spec
+from tfx_transfer.checkpoint import latest_checkpoint, load_state, restore_optimizer, save_checkpoint, write_atomically
+from tfx_transfer.data import EpochStream, make_dataset
+from tfx_transfer.model import (
+    build_classifier,
+    feature_extractor,
+    find_backbone,
+    trainable_summary,
+    unfreeze_top_blocks,
+    weights_info,
+)
+from tfx_transfer.sources import ImageTable
+from tfx_transfer.splits import Splits
+from tfx_transfer.weights import cache_dir
+
+STRATEGIES = ("scratch", "feature_extraction", "fine_tune", "gradual")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Defaults are a sensible first try on a CPU.
+
+    Attributes:
+        strategy: One of `STRATEGIES`.
+        backbone: Registry name.
+        weights: `"imagenet"`, None or a file (`scratch` always uses None).
+        image_size: `(height, width)`.
+        batch_size: Images per step.
+        epochs: Epochs of the first phase (the head, or the only phase for `scratch`).
+        fine_tune_epochs: Epochs of the `fine_tune` phase (and the cap for `gradual`).
+        learning_rate: Peak learning rate of the first phase.
+        fine_tune_learning_rate: Peak rate once backbone blocks train; 10-100x lower.
+        unfreeze_blocks: Top blocks that train in `fine_tune` (the most `gradual` reaches).
+        unfreeze_from: Alternatively, the block from which upward everything trains.
+        gradual_every: Epochs between two unfreezings in `gradual`.
+        dropout: Dropout before the last layer.
+        warmup_epochs: Linear warm-up before the cosine decay, per phase.
+        patience: Epochs without improvement of `monitor` before a phase stops.
+        monitor: `val_loss` (lower is better) or `val_accuracy` (higher is better).
+        seed: Fixes weights of the head, data order, augmentation and dropout.
+        cache_features: Train the head on cached pooled features (feature extraction fast path).
+        augmented_views: With augmentation, how many augmented views per image to cache.
+        augment: Policy for training images, or None.
+        class_weight: `"balanced"`, a dict, or None; emitted as sample weights by the pipeline.
+        oversample: Repeat minority-class images in the training split.
+        cache: Decoded-image cache: `"memory"`, a file path, or None.
+        jit_compile: `"auto"` (XLA on GPU, off on CPU), True or False.
+        mixed_precision: `"auto"` (on GPU), True or False.
+        distribution: `"auto"` (TF_CONFIG: multi-worker; several GPUs: mirrored), `"mirrored"`
+            (every local device, CPUs included) or `"none"`.
+    """
+
+    strategy: str = "fine_tune"
+    backbone: str = "mobilenet_v2"
+    weights: str | None = "imagenet"
+    image_size: tuple[int, int] = (96, 96)
+    batch_size: int = 32
+    epochs: int = 10
+    fine_tune_epochs: int = 10
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-4
+    unfreeze_blocks: int = 3
+    unfreeze_from: str | None = None
+    gradual_every: int = 2
+    dropout: float = 0.2
+    warmup_epochs: int = 1
+    patience: int = 3
+    monitor: str = "val_loss"
+    seed: int = 0
+    cache_features: bool = True
+    augmented_views: int = 0
+    augment: AugmentPolicy | None = None
+    class_weight: str | dict | None = None
+    oversample: bool = False
+    cache: str | None = "memory"
+    jit_compile: str | bool = "auto"
+    mixed_precision: str | bool = "auto"
+    distribution: str = "auto"
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"Unknown strategy {self.strategy!r}. Available: {', '.join(STRATEGIES)}")
+        if self.distribution not in ("auto", "mirrored", "none"):
+            raise ValueError(f"distribution must be 'auto', 'mirrored' or 'none'. Received: {self.distribution!r}")
+        if self.monitor not in ("val_loss", "val_accuracy"):
+            raise ValueError(f"monitor must be 'val_loss' or 'val_accuracy'. Received: monitor={self.monitor!r}")
+        for name in ("epochs", "batch_size", "gradual_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1. Received: {name}={getattr(self, name)!r}")
+        if self.strategy in ("fine_tune", "gradual") and self.fine_tune_learning_rate >= self.learning_rate:
+            warnings.warn(
+                f"fine_tune_learning_rate ({self.fine_tune_learning_rate}) is not lower than the head's "
+                f"learning_rate ({self.learning_rate}); unfrozen ImageNet features are usually wrecked "
+                "by the head's rate. A 10-100x lower rate is the usual choice.",
+                stacklevel=3,
+            )
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    epochs: int
+    learning_rate: float
+    blocks: tuple[str, ...] | None  # None: every layer trains, BatchNorm included (scratch)
+    cached: bool
+
+
+def plan_phases(config: TrainConfig) -> list[Phase]:
+    """The phases a strategy runs, with the blocks that train in each.
+
+    Example:
+        >>> [p.name for p in plan_phases(TrainConfig(strategy="fine_tune", backbone="vgg16"))]
+        ['head', 'fine_tune']
+    """
+    spec = get_backbone_spec(config.backbone)
+    if config.strategy == "scratch":
+        return [Phase("scratch", config.epochs, config.learning_rate, None, False)]
+    head = Phase("head", config.epochs, config.learning_rate, (), config.cache_features)
+    if config.strategy == "feature_extraction":
+        return [head]
+    if config.unfreeze_from is not None:
+        if config.unfreeze_from not in spec.block_names:
+            raise ValueError(
+                f"Unknown block {config.unfreeze_from!r} for backbone {spec.name}. Valid blocks, from "
+                f"stem to top: {', '.join(spec.block_names)}"
+            )
+        top = spec.block_names[spec.block_names.index(config.unfreeze_from) :]
+    else:
+        if not 1 <= config.unfreeze_blocks <= len(spec.blocks):
+            raise ValueError(
+                f"unfreeze_blocks must be between 1 and {len(spec.blocks)} for {spec.name}. "
+                f"Received: unfreeze_blocks={config.unfreeze_blocks}"
+            )
+        top = spec.block_names[len(spec.blocks) - config.unfreeze_blocks :]
+    if config.strategy == "fine_tune":
+        return [head, Phase("fine_tune", config.fine_tune_epochs, config.fine_tune_learning_rate, tuple(top), False)]
+    phases = [head]
+    for count in range(1, len(top) + 1):
+        phases.append(Phase(f"unfreeze_{count}", config.gradual_every, config.fine_tune_learning_rate, tuple(top[-count:]), False))
+    return phases
+
+
+@dataclass(frozen=True)
+class DeviceSetup:
+    strategy: tf.distribute.Strategy
+    jit_compile: bool | str
+    mixed_precision: bool
+    description: str
+
+
+def configure_devices(
+    jit_compile: str | bool = "auto", mixed_precision: str | bool = "auto", distribution: str = "auto"
+) -> DeviceSetup:
+    """Chooses the distribution strategy, XLA and the precision policy for this machine.
+
+    With `TF_CONFIG` set: `MultiWorkerMirroredStrategy`; with several GPUs: `MirroredStrategy`;
+    otherwise the default strategy. XLA and mixed precision are on by default on a GPU and off on
+    a CPU (XLA is ~10x slower there for depthwise convolutions). Explicit True/False override.
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    if distribution == "mirrored":
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+    elif distribution == "none":
+        strategy = tf.distribute.get_strategy()
+    elif os.environ.get("TF_CONFIG"):
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    elif len(gpus) > 1:
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
+    use_mixed = bool(gpus) if mixed_precision == "auto" else bool(mixed_precision)
+    keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
+    jit = bool(gpus) if jit_compile == "auto" else bool(jit_compile)
+    if jit and not gpus:
+        warnings.warn("jit_compile=True on a CPU: XLA is about 10x slower here for depthwise convolutions.", stacklevel=2)
+    description = (
+        f"{len(gpus)} GPU(s)" if gpus else f"CPU ({os.cpu_count()} cores)"
+    ) + f", {type(strategy).__name__.lstrip('_')} ({strategy.num_replicas_in_sync} replica(s)), XLA {'on' if jit else 'off'}, {'mixed_float16' if use_mixed else 'float32'}"
+    return DeviceSetup(strategy, jit, use_mixed, description)
+
+
+@dataclass
+class PhaseSummary:
+    name: str
+    trainable_params: int
+    trainable_blocks: list[str]
+    epochs: int
+    best_epoch: int | None
+    best_value: float | None
+    seconds: float
+
+    def line(self, monitor: str) -> str:
+        best = "n/a" if self.best_value is None else f"{self.best_value:.4f} (epoch {self.best_epoch})"
+        return (f"[{self.name}] trainable params {self.trainable_params:,}, epochs {self.epochs}, "
+                f"best {monitor} {best}, {self.seconds:.1f} s")
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the final model (best weights) and the run's record."""
+
+    model: keras.Model
+    history: list[dict]
+    phases: list[PhaseSummary]
+    weights_source: str
+    device: str
+    seconds: float
+    stopped: bool = False
+    config: dict = field(default_factory=dict)
+
+
+def _loss_and_metrics():
+    return keras.losses.SparseCategoricalCrossentropy(), [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+
+def _schedule(learning_rate: float, steps_per_epoch: int, epochs: int, warmup_epochs: int):
+    warmup = min(warmup_epochs, max(epochs - 1, 0)) * steps_per_epoch
+    decay = max(epochs * steps_per_epoch - warmup, 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=learning_rate * (0.1 if warmup else 1.0),
+        decay_steps=decay,
+        alpha=0.01,
+        warmup_target=learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def _set_phase_trainable(model: keras.Model, phase: Phase) -> list[str]:
+    if phase.blocks is None:
+        backbone, spec = find_backbone(model)
+        # Scratch: BatchNorm learns too, there are no statistics to keep. Each layer is set, since
+        # a model's `trainable` does not override layers frozen one by one.
+        backbone.trainable = True
+        for layer in backbone.layers:
+            layer.trainable = True
+        return list(spec.block_names)
+    return unfreeze_top_blocks(model, len(phase.blocks))  # phases always train a top suffix
+
+
+def _reseed(model: keras.Model, seed: int) -> None:
+    """Sets every random layer's (dropout's) generator state from the epoch's seed. Keras does not
+    save that state with the weights, so this is what makes a resumed epoch draw the same masks."""
+    for variable in model.variables:
+        if variable.path.endswith("seed_generator_state"):
+            variable.assign(np.array([seed % (2**31 - 1), 0], dtype=variable.dtype))
+
+
+def _save_weights_atomically(model: keras.Model, run_dir: Path | None, name: str) -> None:
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        model.save_weights(run_dir / f".{name}.weights.h5")
+        os.replace(run_dir / f".{name}.weights.h5", run_dir / f"{name}.weights.h5")
+
+
+def _load_weights_copy(model: keras.Model, run_dir: Path | None, name: str) -> list | None:
+    """The weights saved as `name` in the run folder, without changing the model's own."""
+    path = None if run_dir is None else run_dir / f"{name}.weights.h5"
+    if path is None or not path.is_file():
+        return None
+    current = model.get_weights()
+    model.load_weights(path)
+    saved = model.get_weights()
+    model.set_weights(current)
+    return saved
+
+
+def _data_key(table: ImageTable, indices: np.ndarray) -> str:
+    digest = hashlib.sha1()
+    digest.update(np.asarray(table.labels[indices]).tobytes())
+    if table.paths is not None:
+        for path in table.paths[indices]:
+            stat = os.stat(path)
+            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    else:
+        digest.update(np.ascontiguousarray(table.arrays[indices]).tobytes())
+    if table.rois is not None:
+        digest.update(np.asarray(table.rois[indices]).tobytes())
+    return digest.hexdigest()
+
+
+def extract_features(
+    classifier: keras.Model, table: ImageTable, indices: np.ndarray, config: TrainConfig,
+    augment: AugmentPolicy | None = None, view: int = 0, verbose: int = 1,
+) -> np.ndarray:
+    """Pooled backbone features of the rows `indices`, cached on disk by everything they depend
+    on (backbone, weights source, image size, the files, augmentation and view)."""
+    key = hashlib.sha1(json.dumps({
+        "backbone": config.backbone, "weights": weights_info(classifier).source,
+        "image_size": list(config.image_size), "data": _data_key(table, indices),
+        "augment": repr(augment), "view": view, "seed": config.seed,
+    }, sort_keys=True).encode()).hexdigest()
+    path = cache_dir() / "features" / f"{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    dataset = make_dataset(
+        table, indices, config.image_size, batch_size=64, augment=augment, seed=config.seed * 7_919 + view
+    )
+    features = feature_extractor(classifier).predict(dataset, verbose=verbose)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(temporary, features)
+    os.replace(temporary, path)
+    return features
+
+
+def _feature_data(classifier, table, splits, config, verbose):
+    views = []
+    augment = config.augment if config.augmented_views > 0 else None
+    for view in range(max(config.augmented_views, 1)):
+        views.append(extract_features(classifier, table, splits.train, config, augment, view, verbose))
+    train_features = np.concatenate(views)
+    train_indices = np.tile(splits.train, len(views))
+    val_features = extract_features(classifier, table, splits.val, config, None, 0, verbose)
+    return train_features, train_indices, val_features
+
+
+def _sample_weights(table, indices, config):
+    from tfx_transfer.data import class_weights
+
+    labels = table.labels[indices]
+    return class_weights(labels, table.num_classes, config.class_weight, table.class_names)[labels].astype("float32")
+
+
+def _is_better(value, best, monitor):
+    if best is None:
+        return True
+    return value < best if monitor == "val_loss" else value > best
+
+
+def train(
+    table: ImageTable,
+    splits: Splits,
+    config: TrainConfig,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    verbose: int = 1,
+) -> TrainResult:
+    """Trains a classifier with `config.strategy`, checkpointing every epoch into `run_dir`.
+
+    Args:
+        table: The images (after `drop_unreadable`).
+        splits: Train/val/test indices; test is not touched here.
+        config: How to train.
+        run_dir: Folder for checkpoints and the best weights; None keeps nothing on disk.
+        resume: Continue the run in `run_dir` from its latest checkpoint.
+        verbose: Keras progress bars (1) or silence (0).
+
+    Returns:
+        A `TrainResult` whose model holds the best weights seen (by `config.monitor`).
+
+    Example:
+        >>> result = train(table, splits, TrainConfig(strategy="fine_tune", epochs=3))  # doctest: +SKIP
+        >>> [p.name for p in result.phases]  # doctest: +SKIP
+        ['head', 'fine_tune']
+    """
+    started = time.perf_counter()
+    if config.strategy == "scratch" and config.weights is not None:
+        config = replace(config, weights=None)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+    devices = configure_devices(config.jit_compile, config.mixed_precision, config.distribution)
+    phases = plan_phases(config)
+    with devices.strategy.scope():
+        model = build_classifier(
+            config.backbone, table.num_classes, config.weights, config.image_size, config.dropout,
+            train_batchnorm=config.strategy == "scratch", seed=config.seed,
+        )
+    head = model.get_layer("head")
+    state = {"global_epoch": 0, "phase_index": 0, "phase_epoch": 0, "history": [], "phases": [],
+             "best": None, "phase_best": None, "phase_best_epoch": None, "wait": 0}
+    checkpoint = latest_checkpoint(run_dir) if (resume and run_dir is not None) else None
+    if resume and checkpoint is None:
+        raise FileNotFoundError(f"Nothing to resume in '{run_dir}': no complete checkpoint under checkpoints/.")
+    if checkpoint is not None:
+        state = load_state(checkpoint)
+        model.load_weights(checkpoint / "model.weights.h5")
+    if run_dir is not None:
+        write_atomically(run_dir / "train_config.json", json.dumps(_config_record(config), indent=2))
+
+    val_data = make_dataset(table, splits.val, config.image_size, config.batch_size, cache=config.cache)
+    train_stream = EpochStream(
+        table, splits.train, config.image_size, config.batch_size, config.seed, config.augment,
+        config.cache, config.class_weight, config.oversample,
+    )
+    features = None
+    stopped = False
+    global_best = None
+    summaries = [PhaseSummary(**p) for p in state["phases"]]
+    try:
+        for phase_index, phase in enumerate(phases):
+            if phase_index < state["phase_index"]:
+                continue
+            phase_started = time.perf_counter()
+            blocks = _set_phase_trainable(model, phase)
+            if phase.cached and features is None:
+                features = _feature_data(model, table, splits, config, verbose)
+            trainer = head if phase.cached else model
+            steps = math.ceil((len(features[1]) if phase.cached else len(train_stream)) / config.batch_size)
+            with devices.strategy.scope():  # optimizer variables must live where the model does
+                loss, metrics = _loss_and_metrics()
+                optimizer = keras.optimizers.Adam(_schedule(phase.learning_rate, steps, phase.epochs, config.warmup_epochs))
+                trainer.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=devices.jit_compile)
+                if checkpoint is not None and state["phase_epoch"] > 0:
+                    restore_optimizer(optimizer, trainer, checkpoint)
+            checkpoint = None
+            if state["phase_epoch"] == 0:
+                state.update(phase_best=None, phase_best_epoch=None, wait=0)
+            best_weights = _load_weights_copy(model, run_dir, "phase_best") if state["phase_epoch"] > 0 else None
+            for epoch in range(state["phase_epoch"], phase.epochs):
+                epoch_seed = config.seed * 1_000_003 + state["global_epoch"]
+                if phase.cached:
+                    train_features, train_indices, val_features = features
+                    order = np.random.default_rng(epoch_seed).permutation(len(train_indices))
+                    train_data = tf.data.Dataset.from_tensor_slices((
+                        train_features[order], table.labels[train_indices][order].astype("int32"),
+                        _sample_weights(table, train_indices[order], config),
+                    )).batch(config.batch_size)
+                    validation = (val_features, table.labels[splits.val].astype("int32"))
+                else:
+                    train_data = train_stream(state["global_epoch"])
+                    validation = val_data
+                _reseed(model, epoch_seed)
+                if verbose:
+                    print(f"{phase.name} epoch {epoch + 1}/{phase.epochs}")
+                history = trainer.fit(train_data, validation_data=validation, epochs=1, verbose=verbose)
+                record = {k: float(v[-1]) for k, v in history.history.items()}
+                record.update(phase=phase.name, epoch=state["global_epoch"] + 1)
+                state["history"].append(record)
+                value = record[config.monitor]
+                if _is_better(value, state["phase_best"], config.monitor):
+                    state.update(phase_best=value, phase_best_epoch=state["global_epoch"] + 1, wait=0)
+                    best_weights = model.get_weights()
+                    _save_weights_atomically(model, run_dir, "phase_best")
+                else:
+                    state["wait"] += 1
+                if _is_better(value, state["best"], config.monitor):
+                    state["best"] = value
+                    global_best = model.get_weights()
+                    _save_weights_atomically(model, run_dir, "best")
+                state["global_epoch"] += 1
+                state["phase_epoch"] = epoch + 1
+                stop_phase = state["wait"] >= config.patience
+                if stop_phase or state["phase_epoch"] == phase.epochs:
+                    if best_weights is not None:
+                        model.set_weights(best_weights)
+                    summaries.append(PhaseSummary(
+                        phase.name, _trainable_params(model, phase), blocks, state["phase_epoch"],
+                        state["phase_best_epoch"], state["phase_best"], time.perf_counter() - phase_started,
+                    ))
+                    state.update(phase_index=phase_index + 1, phase_epoch=0, phases=[asdict(p) for p in summaries])
+                if run_dir is not None:
+                    save_checkpoint(run_dir, model, None if state["phase_epoch"] == 0 else optimizer, state)
+                if stop_phase:
+                    break
+            if verbose and summaries:
+                print(summaries[-1].line(config.monitor))
+    except KeyboardInterrupt:
+        stopped = True
+        warnings.warn(
+            f"Stopped by Ctrl-C after epoch {state['global_epoch']}; every finished epoch is saved. "
+            + (f"Resume with resume=True (CLI: --resume {run_dir})." if run_dir else ""),
+            stacklevel=2,
+        )
+    if global_best is None and state["best"] is not None:
+        global_best = _load_weights_copy(model, run_dir, "best")
+    if not stopped and global_best is not None:
+        model.set_weights(global_best)
+    return TrainResult(
+        model=model,
+        history=state["history"],
+        phases=summaries,
+        weights_source=weights_info(model).source,
+        device=devices.description,
+        seconds=time.perf_counter() - started,
+        stopped=stopped,
+        config=_config_record(config),
+    )
+
+
+def _trainable_params(model: keras.Model, phase: Phase) -> int:
+    if phase.cached or phase.blocks == ():
+        return int(sum(np.prod(w.shape) for w in model.get_layer("head").trainable_weights))
+    backbone_params = sum(row.trainable_params for row in trainable_summary(model))
+    return int(backbone_params + sum(np.prod(w.shape) for w in model.get_layer("head").trainable_weights))
+
+
+def _config_record(config: TrainConfig) -> dict:
+    record = asdict(config)
+    record["augment"] = None if config.augment is None else asdict(config.augment)
+    record["image_size"] = list(config.image_size)
+    return record
