@@ -456,9 +456,10 @@ def train(
                 _reseed(model, epoch_seed)
                 if verbose:
                     print(f"{phase.name} epoch {epoch + 1}/{phase.epochs}")
+                epoch_started = time.perf_counter()
                 history = trainer.fit(train_data, validation_data=validation, epochs=1, verbose=verbose)
                 record = {k: float(v[-1]) for k, v in history.history.items()}
-                record.update(phase=phase.name, epoch=state["global_epoch"] + 1)
+                record.update(phase=phase.name, epoch=state["global_epoch"] + 1, seconds=time.perf_counter() - epoch_started)
                 state["history"].append(record)
                 value = record[config.monitor]
                 if _is_better(value, state["phase_best"], config.monitor):
