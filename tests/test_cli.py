@@ -32,3 +32,37 @@ def test_weights_import_reports_errors_without_a_traceback(capsys, tmp_path, iso
 def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit):
         main(["frobnicate"])
+
+
+def test_train_command_trains_saves_and_resumes(tmp_path, capsys, monkeypatch):
+    import json
+    import sys
+
+    import keras
+    import numpy as np
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from datasets import write_solid_folder
+
+    monkeypatch.setenv("TFX_TRANSFER_CACHE", str(tmp_path / "cache"))
+    data = write_solid_folder(tmp_path / "data", per_class=8)
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--out", str(run), "--strategy", "fine_tune", "--backbone", "resnet50",
+            "--weights", "none", "--image-size", "32", "--epochs", "2", "--fine-tune-epochs", "1",
+            "--unfreeze-blocks", "1", "--batch-size", "6", "--validation-split", "0.25", "--test-split", "0.25",
+            "--fine-tune-learning-rate", "0.00001", "--augment", "defects"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "[head] trainable params" in out and "[fine_tune] trainable params" in out
+    model = keras.saving.load_model(run / "model.keras")
+    assert model.predict(np.zeros((1, 32, 32, 3), "uint8"), verbose=0).shape == (1, 3)
+    assert len(json.loads((run / "history.json").read_text())) == 3
+    assert main(["train", "--resume", str(run)]) == 0  # a finished run resumes to the same end
+    assert len(json.loads((run / "history.json").read_text())) == 3
+
+
+def test_train_command_explains_missing_arguments(capsys, tmp_path):
+    assert main(["train", "--data", str(tmp_path)]) == 2
+    assert "train needs --data PATH and --out RUN_DIR" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "is not a tfx-transfer run folder: it has no run.json" in capsys.readouterr().err

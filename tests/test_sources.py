@@ -147,3 +147,20 @@ def test_tfds_by_name_reads_a_prepared_dataset_and_never_downloads(tmp_path, mon
     assert sorted(table.splits.tolist()) == ["test"] * 2 + ["train"] * 6
     assert table.arrays.shape == (8, 8, 8, 3)
     assert all((table.arrays[i].mean() > 128) == bool(label) for i, label in enumerate(table.labels))
+
+
+def test_nih_without_a_finding_is_multi_label_over_every_finding(tmp_path):
+    root = write_nih(tmp_path / "nih")
+    table = from_nih(root / "Data_Entry_2017.csv", finding=None)
+    assert table.multi_label and table.class_names == ["Effusion", "Pneumonia"]
+    frame = pd.read_csv(root / "Data_Entry_2017.csv")
+    for row, labels in zip(table.labels, frame["Finding Labels"]):
+        assert row.tolist() == [int("Effusion" in labels), int("Pneumonia" in labels)]
+    assert not table.labels[frame["Finding Labels"].eq("No Finding").to_numpy()].any()
+
+
+def test_csv_multi_label_column(tmp_path):
+    frame = pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "label": ["scratch|dent", "dent", "none"]})
+    table = from_dataframe(frame, multi_label=True, no_label="none")
+    assert table.class_names == ["dent", "scratch"]
+    assert table.labels.tolist() == [[1, 1], [1, 0], [0, 0]]

@@ -294,3 +294,44 @@ def test_pretrained_strategies_beat_scratch_on_a_small_real_elpv_subset(tmp_path
     print(f"test ROC-AUC on real ELPV, 240 training cells: {scores}")
     assert scores["feature_extraction"] > scores["scratch"] + 0.05, scores
     assert scores["fine_tune"] > scores["scratch"] + 0.05, scores
+
+
+def test_multi_label_head_trains_with_one_sigmoid_per_label(tmp_path):
+    from datasets import solid_image
+    from tfx_transfer.sources import from_arrays
+
+    colours = {(1, 0): (230, 20, 20), (0, 1): (20, 20, 230), (1, 1): (230, 20, 230), (0, 0): (20, 200, 20)}
+    images, labels = [], []
+    for (red, blue), colour in colours.items():
+        for i in range(6):
+            images.append(solid_image(colour, 32, seed=i))
+            labels.append([red, blue])
+    table = from_arrays(np.stack(images), np.array(labels), ["red", "blue"])
+    splits = split_table(table, 0.25, 0.25, seed=0)
+    result = train(table, splits, TrainConfig(strategy="feature_extraction", **dict(TINY, epochs=6)), verbose=0)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert "val_auc" in result.history[-1]
+    probabilities = result.model.predict(np.stack(images[:1] + images[12:13]), verbose=0)
+    assert probabilities.shape == (2, 2)
+    assert abs(probabilities[1].sum() - 1.0) > 1e-3  # sigmoids, not a softmax
+    with pytest.raises(ValueError, match=r"class_weight='balanced' is for single-label data; this data is multi-label"):
+        train(table, splits, TrainConfig(strategy="fine_tune", class_weight="balanced", **TINY), verbose=0)
+
+
+def test_ctrl_c_stops_cleanly_with_every_finished_epoch_saved(tiny_data, tmp_path, monkeypatch):
+    import tfx_transfer.train as train_module
+
+    table, splits = tiny_data
+    real_save = train_module.save_checkpoint
+
+    def interrupt_after_second(*args, **kwargs):
+        path = real_save(*args, **kwargs)
+        if path.name == "epoch-0002":
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(train_module, "save_checkpoint", interrupt_after_second)
+    with pytest.warns(UserWarning, match=r"Stopped by Ctrl-C after epoch 2; every finished epoch is saved\. Resume with resume=True"):
+        result = train(table, splits, TrainConfig(strategy="fine_tune", **TINY), run_dir=tmp_path, verbose=0)
+    assert result.stopped and len(result.history) == 2
+    assert (tmp_path / "checkpoints" / "latest").read_text() == "epoch-0002"

@@ -4,6 +4,7 @@ Commands:
     backbones               one row per registered backbone
     weights list            where ImageNet weights are available offline on this machine
     weights import FILE     install a Keras weights file copied by hand (--backbone NAME)
+    train                   train with --strategy on --data into --out; --resume RUN_DIR continues
     demo                    classify real ImageNet images with the offline MobileNetV2 port and
                             show trainable block slicing
 """
@@ -106,6 +107,60 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+_TRAIN_OPTIONS = (
+    # (flag, TrainConfig field, type)
+    ("--strategy", "strategy", str), ("--backbone", "backbone", str), ("--epochs", "epochs", int),
+    ("--fine-tune-epochs", "fine_tune_epochs", int), ("--batch-size", "batch_size", int),
+    ("--learning-rate", "learning_rate", float), ("--fine-tune-learning-rate", "fine_tune_learning_rate", float),
+    ("--unfreeze-blocks", "unfreeze_blocks", int), ("--unfreeze-from", "unfreeze_from", str),
+    ("--seed", "seed", int), ("--class-weight", "class_weight", str),
+)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import json
+
+    from tfx_transfer.augment import make_policy
+    from tfx_transfer.checkpoint import write_atomically
+    from tfx_transfer.data import drop_unreadable
+    from tfx_transfer.sources import load_source
+    from tfx_transfer.splits import split_table
+    from tfx_transfer.train import TrainConfig, train
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        record_file = run_dir / "run.json"
+        if not record_file.is_file():
+            raise FileNotFoundError(f"'{run_dir}' is not a tfx-transfer run folder: it has no run.json.")
+        record = json.loads(record_file.read_text())
+    else:
+        if not args.data or not args.out:
+            raise ValueError("train needs --data PATH and --out RUN_DIR (or --resume RUN_DIR).")
+        run_dir = Path(args.out)
+        options = {field: getattr(args, field) for _, field, _ in _TRAIN_OPTIONS if getattr(args, field) is not None}
+        options["weights"] = None if args.weights == "none" else args.weights
+        options["image_size"] = [args.image_size, args.image_size]
+        record = {"data": str(args.data), "augment": args.augment, "validation_split": args.validation_split,
+                  "test_split": args.test_split, "options": options}
+        write_atomically(run_dir / "run.json", json.dumps(record, indent=2))
+    options = dict(record["options"], image_size=tuple(record["options"]["image_size"]))
+    config = TrainConfig(**options, augment=make_policy(record["augment"]))
+    table = drop_unreadable(load_source(record["data"]), scan_cache=run_dir / "scan.json")
+    splits = split_table(table, record["validation_split"], record["test_split"], seed=config.seed)
+    result = train(table, splits, config, run_dir=run_dir, resume=bool(args.resume))
+    if result.stopped:
+        print(f"Stopped. Resume with: tfx-transfer train --resume {run_dir}")
+        return 130
+    result.model.save(run_dir / ".model.keras")
+    (run_dir / ".model.keras").replace(run_dir / "model.keras")
+    write_atomically(run_dir / "history.json", json.dumps(result.history, indent=2))
+    print(f"weights: {result.weights_source}\ndevice: {result.device}")
+    for phase in result.phases:
+        print(phase.line(config.monitor))
+    print(f"Model: {run_dir / 'model.keras'} (takes raw RGB pixels in [0, 255])")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfx-transfer", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("file", help="a Keras weights file, e.g. resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
     importer.add_argument("--backbone", required=True, help="registry name, see `tfx-transfer backbones`")
     importer.set_defaults(func=_weights_import)
+
+    trainer = commands.add_parser("train", help="train a classifier on a folder, CSV or official layout")
+    trainer.add_argument("--data", help="folder, CSV file, GTSRB/Kermany layout or tfds:<name>")
+    trainer.add_argument("--out", help="run folder: checkpoints, model.keras, history.json")
+    trainer.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run")
+    trainer.add_argument("--weights", default="imagenet", help="imagenet, none, or a Keras weights file")
+    trainer.add_argument("--image-size", type=int, default=96)
+    trainer.add_argument("--augment", default="none", help="none, xray, traffic_signs or defects")
+    trainer.add_argument("--validation-split", type=float, default=0.15)
+    trainer.add_argument("--test-split", type=float, default=0.15)
+    for flag, field, kind in _TRAIN_OPTIONS:
+        trainer.add_argument(flag, dest=field, type=kind, default=None)
+    trainer.set_defaults(func=_train)
 
     commands.add_parser("demo", help="show the offline weights and block slicing").set_defaults(func=_demo)
     return parser

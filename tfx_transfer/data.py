@@ -73,6 +73,11 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str | dict | None,
     """
     if mode is None:
         return np.ones(num_classes)
+    if np.ndim(labels) == 2:
+        raise ValueError(
+            f"class_weight={mode!r} is for single-label data; this data is multi-label. Leave "
+            "class_weight unset (a per-label pos_weight is not supported yet)."
+        )
     if mode == "balanced":
         counts = np.bincount(labels, minlength=num_classes).astype(float)
         return np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
@@ -97,6 +102,8 @@ def oversample_indices(labels: np.ndarray, seed: int = 0) -> np.ndarray:
         >>> np.bincount(np.array([0, 0, 0, 1])[oversample_indices(np.array([0, 0, 0, 1]))])
         array([3, 3])
     """
+    if np.ndim(labels) == 2:
+        raise ValueError("oversample is for single-label data; this data is multi-label.")
     rng = np.random.default_rng(seed)
     counts = np.bincount(labels)
     target = counts.max()
@@ -215,8 +222,12 @@ def _check_indices(table: ImageTable, indices) -> np.ndarray:
 def _decoded(table: ImageTable, indices: np.ndarray, image_size, class_weight, cache) -> tf.data.Dataset:
     """Rows `indices` decoded and resized to uint8, with labels and sample weights, cached."""
     labels = table.labels[indices]
-    weights = class_weights(labels, table.num_classes, class_weight, table.class_names)[labels]
-    labels_and_weights = (labels.astype("int32"), weights.astype("float32"))
+    if table.multi_label:
+        class_weights(labels, table.num_classes, class_weight)  # refuses weights for multi-label
+        labels_and_weights = (labels.astype("float32"), np.ones(len(labels), "float32"))
+    else:
+        weights = class_weights(labels, table.num_classes, class_weight, table.class_names)[labels]
+        labels_and_weights = (labels.astype("int32"), weights.astype("float32"))
     if table.arrays is not None:
         arrays = table.arrays[indices]
         if arrays.shape[-1] == 1:

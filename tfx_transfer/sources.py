@@ -32,7 +32,8 @@ class ImageTable:
     """Labelled images from one source, before splitting.
 
     Attributes:
-        labels: Integer class per image (index into `class_names`).
+        labels: Integer class per image (index into `class_names`), or for multi-label data an
+            `(n, num_classes)` 0/1 matrix (an all-zero row: none of the labels, e.g. "No Finding").
         class_names: Names in label order.
         paths: Image files, or None when `arrays` holds the pixels.
         arrays: `(n, height, width, channels)` uint8 images, or None.
@@ -64,6 +65,18 @@ class ImageTable:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def multi_label(self) -> bool:
+        return self.labels.ndim == 2
+
+    @property
+    def stratify_labels(self) -> np.ndarray:
+        """One integer per image to stratify splits by: the class, or for multi-label data the
+        first positive label (-1 for none)."""
+        if not self.multi_label:
+            return self.labels
+        return np.where(self.labels.any(axis=1), self.labels.argmax(axis=1), -1)
+
     def subset(self, indices) -> "ImageTable":
         """The rows at `indices`, every column kept aligned."""
         indices = np.asarray(indices, dtype=int)
@@ -86,6 +99,10 @@ def _is_image(path: Path) -> bool:
 
 
 def _check_classes(table: ImageTable, where: str) -> ImageTable:
+    if table.multi_label:
+        if not table.labels.any():
+            raise ValueError(f"No image in {where} carries any label; multi-label training needs positives.")
+        return table
     present = np.unique(table.labels)
     if len(present) < 2:
         only = table.class_names[int(present[0])] if len(present) else "none"
@@ -189,10 +206,15 @@ def from_dataframe(
     split_column: str | None = None,
     root: str | os.PathLike | None = None,
     source: str = "dataframe",
+    multi_label: bool = False,
+    label_separator: str = "|",
+    no_label: str | None = None,
 ) -> ImageTable:
     """Reads a pandas DataFrame with a path column, a label column and optional group/split columns.
 
-    Relative paths are resolved against `root`.
+    Relative paths are resolved against `root`. With `multi_label=True` the label column holds
+    `label_separator`-separated labels (`"Effusion|Pneumonia"`), and `no_label` (e.g.
+    `"No Finding"`) marks images with none of them.
 
     Raises:
         ValueError: if a column is missing (the message lists the columns found).
@@ -209,8 +231,17 @@ def from_dataframe(
     base = Path(root) if root is not None else None
     paths = [str(base / p) if base is not None and not os.path.isabs(str(p)) else str(p) for p in frame[path_column]]
     raw_labels = frame[label_column].astype(str).to_numpy()
-    names = sorted(set(raw_labels))
-    index = {name: i for i, name in enumerate(names)}
+    if multi_label:
+        label_sets = [[x for x in value.split(label_separator) if x and x != no_label] for value in raw_labels]
+        names = sorted({label for labels in label_sets for label in labels})
+        index = {name: i for i, name in enumerate(names)}
+        encoded = np.zeros((len(label_sets), len(names)), dtype=np.uint8)
+        for row, labels in enumerate(label_sets):
+            encoded[row, [index[label] for label in labels]] = 1
+    else:
+        names = sorted(set(raw_labels))
+        index = {name: i for i, name in enumerate(names)}
+        encoded = np.array([index[label] for label in raw_labels], dtype=int)
     splits = None
     if split_column:
         values = frame[split_column].astype(str).str.lower().map(_SPLIT_ALIASES)
@@ -219,7 +250,7 @@ def from_dataframe(
             raise ValueError(f"Split column {split_column!r} has values {bad}; expected one of train, val, test.")
         splits = values.to_numpy(dtype=object)
     table = ImageTable(
-        labels=np.array([index[label] for label in raw_labels], dtype=int),
+        labels=encoded,
         class_names=names,
         paths=np.array(paths, dtype=object),
         groups=frame[group_column].astype(str).to_numpy(dtype=object) if group_column else None,
@@ -320,12 +351,14 @@ def from_gtsrb(root: str | os.PathLike) -> ImageTable:
     return _check_classes(table, f"'{root}'")
 
 
-def from_nih(csv_path: str | os.PathLike, finding: str = "Pneumonia", image_dir: str | os.PathLike | None = None) -> ImageTable:
-    """Reads NIH ChestX-ray14 (`Data_Entry_2017.csv`) as `finding` vs `No Finding`, patients as groups.
+def from_nih(csv_path: str | os.PathLike, finding: str | None = "Pneumonia", image_dir: str | os.PathLike | None = None) -> ImageTable:
+    """Reads NIH ChestX-ray14 (`Data_Entry_2017.csv`), patients as groups.
 
-    Images whose labels name other findings only are left out: they are neither clearly positive
-    nor normal. Images are looked up by file name anywhere under `image_dir` (the NIH archives
-    unpack into `images_001/images/...`), by default the CSV's folder.
+    With a `finding`: that finding vs `No Finding`; images whose labels name other findings only
+    are left out, being neither clearly positive nor normal. With `finding=None`: multi-label over
+    every finding in the file, `No Finding` being the all-zero row. Images are looked up by file
+    name anywhere under `image_dir` (the NIH archives unpack into `images_001/images/...`), by
+    default the CSV's folder.
 
     Example:
         >>> table = from_nih("Data_Entry_2017.csv", finding="Pneumonia")  # doctest: +SKIP
@@ -342,6 +375,12 @@ def from_nih(csv_path: str | os.PathLike, finding: str = "Pneumonia", image_dir:
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise ValueError(f"'{csv_path}' lacks NIH column(s) {missing}. Found: {list(frame.columns)}")
+    image_dir = Path(image_dir) if image_dir is not None else csv_path.parent
+    located = {p.name: str(p) for p in image_dir.rglob("*.png")}
+    frame = frame.assign(path=[located.get(name, str(image_dir / name)) for name in frame["Image Index"]])
+    if finding is None:
+        return from_dataframe(frame, "path", "Finding Labels", group_column="Patient ID",
+                              source=f"nih {csv_path} (multi-label)", multi_label=True, no_label="No Finding")
     findings = frame["Finding Labels"].astype(str).str.split("|")
     positive = findings.map(lambda labels: finding in labels)
     normal = findings.map(lambda labels: labels == ["No Finding"])
@@ -349,13 +388,10 @@ def from_nih(csv_path: str | os.PathLike, finding: str = "Pneumonia", image_dir:
         known = sorted({label for labels in findings for label in labels})
         raise ValueError(f"No image labelled {finding!r} in '{csv_path}'. Findings present: {known}")
     frame = frame[positive | normal]
-    image_dir = Path(image_dir) if image_dir is not None else csv_path.parent
-    located = {p.name: str(p) for p in image_dir.rglob("*.png")}
-    paths = [located.get(name, str(image_dir / name)) for name in frame["Image Index"]]
     table = ImageTable(
         labels=positive[frame.index].to_numpy().astype(int),
         class_names=["No Finding", finding],
-        paths=np.array(paths, dtype=object),
+        paths=frame["path"].to_numpy(dtype=object),
         groups=frame["Patient ID"].astype(str).to_numpy(dtype=object),
         source=f"nih {csv_path} ({finding} vs No Finding)",
     )
@@ -363,7 +399,8 @@ def from_nih(csv_path: str | os.PathLike, finding: str = "Pneumonia", image_dir:
 
 
 def from_arrays(images: np.ndarray, labels, class_names: list[str] | None = None, groups=None) -> ImageTable:
-    """Wraps in-memory images `(n, height, width[, channels])` and integer or string labels."""
+    """Wraps in-memory images `(n, height, width[, channels])` and integer or string labels, or an
+    `(n, num_classes)` 0/1 matrix for multi-label data."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
@@ -373,7 +410,10 @@ def from_arrays(images: np.ndarray, labels, class_names: list[str] | None = None
             f"Received: images.shape={images.shape}, len(labels)={len(labels)}"
         )
     labels = np.asarray(labels)
-    if labels.dtype.kind in "iu" and class_names is not None:
+    if labels.ndim == 2:  # multi-hot rows: multi-label data
+        names = list(class_names) if class_names is not None else [str(i) for i in range(labels.shape[1])]
+        encoded = (labels > 0).astype(np.uint8)
+    elif labels.dtype.kind in "iu" and class_names is not None:
         names, encoded = list(class_names), labels.astype(int)
     else:
         names = sorted({str(label) for label in labels})

@@ -36,7 +36,7 @@ def _carve(indices: np.ndarray, labels: np.ndarray, groups, fraction: float, see
     """Splits `indices` into (rest, carved) with `fraction` of them carved, stratified by label."""
     if len(indices) == 0 or fraction <= 0:
         return indices, indices[:0]
-    sub_labels = labels[indices]
+    sub_labels = labels[indices] + 1  # multi-label stratification keys start at -1
     if groups is None:
         counts = np.bincount(sub_labels)
         if counts[counts > 0].min() < 2:
@@ -58,7 +58,7 @@ def _carve_groups(indices, labels, groups, fraction, seed, what):
         members = np.flatnonzero(majority == label)
         if len(members) < 2:
             raise ValueError(
-                f"Class {int(label)} has only {len(members)} group(s) (patients, tracks, modules) "
+                f"Class {int(label) - 1} has only {len(members)} group(s) (patients, tracks, modules) "
                 f"to carve a {what} split from; group-aware splitting needs at least 2 per class. "
                 "Add data, or drop the group column if the images are independent."
             )
@@ -70,7 +70,7 @@ def _carve_groups(indices, labels, groups, fraction, seed, what):
 
 def _too_few_message(labels: np.ndarray, what: str) -> str:
     counts = np.bincount(labels)
-    small = {int(i): int(c) for i, c in enumerate(counts) if 0 < c < 2}
+    small = {int(i) - 1: int(c) for i, c in enumerate(counts) if 0 < c < 2}
     return (
         f"Too few images to stratify a {what} split: classes {sorted(small)} have only "
         f"{sorted(small.values())} image(s); every class needs at least 2 at this step (3 for "
@@ -110,7 +110,7 @@ def split_table(
             f"validation_split + test_split must leave images for training. Received: "
             f"{validation_split} + {test_split}"
         )
-    labels, groups = table.labels, table.groups
+    labels, groups = table.stratify_labels, table.groups
     everything = np.arange(len(table))
     if table.splits is not None:
         assigned = {name: everything[table.splits == name] for name in SPLIT_NAMES}
@@ -121,10 +121,12 @@ def split_table(
     if len(assigned["val"]) == 0:
         remaining = validation_split / max(1.0 - (test_split if table.splits is None else 0.0), 1e-9)
         assigned["train"], assigned["val"] = _carve(assigned["train"], labels, groups, remaining, seed + 1, "validation")
-    for name in SPLIT_NAMES:
-        missing = sorted(set(range(table.num_classes)) - set(labels[assigned[name]].tolist()))
+    for name in SPLIT_NAMES if not table.multi_label else ("train",):
+        present = table.labels[assigned[name]]
+        present = set(np.flatnonzero(present.any(axis=0)).tolist()) if table.multi_label else set(present.tolist())
+        missing = sorted(set(range(table.num_classes)) - present)
         if missing:
-            counts = {table.class_names[i]: int((labels == i).sum()) for i in missing}
+            counts = {table.class_names[i]: int((table.stratify_labels == i).sum()) for i in missing}
             raise ValueError(
                 f"Class(es) {[table.class_names[i] for i in missing]} have no image in the {name} "
                 f"split (images per class overall: {counts}). Every class needs images in train, "

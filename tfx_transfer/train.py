@@ -242,7 +242,11 @@ class TrainResult:
     config: dict = field(default_factory=dict)
 
 
-def _loss_and_metrics():
+def _loss_and_metrics(multi_label: bool):
+    if multi_label:  # one sigmoid per label
+        return keras.losses.BinaryCrossentropy(), [
+            keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(multi_label=True, name="auc")
+        ]
     return keras.losses.SparseCategoricalCrossentropy(), [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
 
@@ -351,6 +355,8 @@ def _sample_weights(table, indices, config):
     from tfx_transfer.data import class_weights
 
     labels = table.labels[indices]
+    if table.multi_label:
+        return np.ones(len(labels), "float32")
     return class_weights(labels, table.num_classes, config.class_weight, table.class_names)[labels].astype("float32")
 
 
@@ -397,6 +403,7 @@ def train(
     with devices.strategy.scope():
         model = build_classifier(
             config.backbone, table.num_classes, config.weights, config.image_size, config.dropout,
+            task="multilabel" if table.multi_label else "multiclass",
             train_batchnorm=config.strategy == "scratch", seed=config.seed,
         )
     head = model.get_layer("head")
@@ -431,7 +438,7 @@ def train(
             trainer = head if phase.cached else model
             steps = math.ceil((len(features[1]) if phase.cached else len(train_stream)) / config.batch_size)
             with devices.strategy.scope():  # optimizer variables must live where the model does
-                loss, metrics = _loss_and_metrics()
+                loss, metrics = _loss_and_metrics(table.multi_label)
                 optimizer = keras.optimizers.Adam(_schedule(phase.learning_rate, steps, phase.epochs, config.warmup_epochs))
                 trainer.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=devices.jit_compile)
                 if checkpoint is not None and state["phase_epoch"] > 0:
@@ -445,11 +452,12 @@ def train(
                 if phase.cached:
                     train_features, train_indices, val_features = features
                     order = np.random.default_rng(epoch_seed).permutation(len(train_indices))
+                    label_dtype = "float32" if table.multi_label else "int32"
                     train_data = tf.data.Dataset.from_tensor_slices((
-                        train_features[order], table.labels[train_indices][order].astype("int32"),
+                        train_features[order], table.labels[train_indices][order].astype(label_dtype),
                         _sample_weights(table, train_indices[order], config),
                     )).batch(config.batch_size)
-                    validation = (val_features, table.labels[splits.val].astype("int32"))
+                    validation = (val_features, table.labels[splits.val].astype(label_dtype))
                 else:
                     train_data = train_stream(state["global_epoch"])
                     validation = val_data
