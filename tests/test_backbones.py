@@ -8,7 +8,6 @@ import pytest
 
 from conftest import small_image_size
 from tfx_transfer.backbones import (
-    BACKBONES,
     PREPROCESSING_MODES,
     ImagePreprocessing,
     assign_blocks,

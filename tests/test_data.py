@@ -7,7 +7,6 @@ from datasets import write_bad_folder, write_gtsrb, write_solid_folder
 from tfx_transfer.augment import make_policy
 from tfx_transfer.data import class_weights, drop_unreadable, make_dataset, oversample_indices
 from tfx_transfer.sources import from_arrays, load_source
-from tfx_transfer.splits import split_table
 
 
 def _clean(root):

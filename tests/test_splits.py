@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from datasets import write_gtsrb, write_kermany, write_nih, write_solid_folder
 from tfx_transfer.sources import ImageTable, load_source

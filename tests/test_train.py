@@ -21,7 +21,7 @@ import pytest
 
 from datasets import write_solid_folder
 from tfx_transfer.data import drop_unreadable, make_dataset
-from tfx_transfer.model import build_classifier, feature_extractor, find_backbone, snapshot_frozen_weights, audit_frozen_weights
+from tfx_transfer.model import build_classifier, feature_extractor, find_backbone
 from tfx_transfer.sources import load_source
 from tfx_transfer.splits import split_table
 from tfx_transfer.train import STRATEGIES, TrainConfig, plan_phases, train

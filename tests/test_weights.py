@@ -7,9 +7,9 @@ import pytest
 
 from tfx_transfer.backbones import get_backbone_spec
 from tfx_transfer.model import find_backbone, load_backbone, weights_info
+from tfx_transfer.offline_weights import OFFLINE_SOURCES
 from tfx_transfer.weights import (
     KERAS_WEIGHT_FILES,
-    OFFLINE_SOURCES,
     available_weights,
     import_weights,
     resolve_weights,

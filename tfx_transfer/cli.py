@@ -29,7 +29,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def _backbones(args: argparse.Namespace) -> int:
     from tfx_transfer.backbones import get_backbone_spec, list_backbones
-    from tfx_transfer.weights import OFFLINE_SOURCES, available_weights
+    from tfx_transfer.offline_weights import OFFLINE_SOURCES
+    from tfx_transfer.weights import available_weights
 
     rows = []
     for name in list_backbones():
@@ -55,7 +56,8 @@ def _backbones(args: argparse.Namespace) -> int:
 
 def _weights_list(args: argparse.Namespace) -> int:
     from tfx_transfer.backbones import list_backbones
-    from tfx_transfer.weights import OFFLINE_SOURCES, available_weights
+    from tfx_transfer.offline_weights import OFFLINE_SOURCES
+    from tfx_transfer.weights import available_weights
 
     rows = []
     for name in list_backbones():
