@@ -335,3 +335,35 @@ def test_ctrl_c_stops_cleanly_with_every_finished_epoch_saved(tiny_data, tmp_pat
         result = train(table, splits, TrainConfig(strategy="fine_tune", **TINY), run_dir=tmp_path, verbose=0)
     assert result.stopped and len(result.history) == 2
     assert (tmp_path / "checkpoints" / "latest").read_text() == "epoch-0002"
+
+
+def test_layer_decay_gives_lower_blocks_lower_learning_rates_and_resumes(tiny_data, tmp_path, monkeypatch):
+    import tfx_transfer.train as train_module
+
+    table, splits = tiny_data
+    config = TrainConfig(strategy="fine_tune", layer_decay=0.1, **dict(TINY, unfreeze_blocks=2, fine_tune_learning_rate=1e-4))
+    keras.utils.set_random_seed(0)
+    model = build_classifier("resnet50", 3, weights=None, image_size=32, seed=0)
+    phase = plan_phases(config)[1]
+    train_module._set_phase_trainable(model, phase)
+    optimizer = train_module._optimizer(model, phase, config, steps=2)
+    optimizer.build(model.trainable_variables)
+    rates = sorted(float(keras.ops.convert_to_numpy(o.learning_rate)) for o in optimizer.optimizers)
+    np.testing.assert_allclose(rates, [1e-4 * 0.1, 1e-4], rtol=1e-4)  # block below the top: 0.1 x
+
+    uninterrupted = train(table, splits, config, run_dir=tmp_path / "whole", verbose=0)
+    real_save = train_module.save_checkpoint
+    calls = {"count": 0}
+
+    def crash_after_four(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["count"] += 1
+        if calls["count"] == 4:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crash_after_four)
+    with pytest.raises(RuntimeError):
+        train(table, splits, config, run_dir=tmp_path / "broken", verbose=0)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    resumed = train(table, splits, config, run_dir=tmp_path / "broken", resume=True, verbose=0)
+    assert _without_timing(resumed.history) == _without_timing(uninterrupted.history)

@@ -115,7 +115,7 @@ _TRAIN_OPTIONS = (
     ("--fine-tune-epochs", "fine_tune_epochs", int), ("--batch-size", "batch_size", int),
     ("--learning-rate", "learning_rate", float), ("--fine-tune-learning-rate", "fine_tune_learning_rate", float),
     ("--unfreeze-blocks", "unfreeze_blocks", int), ("--unfreeze-from", "unfreeze_from", str),
-    ("--seed", "seed", int), ("--class-weight", "class_weight", str),
+    ("--seed", "seed", int), ("--class-weight", "class_weight", str), ("--layer-decay", "layer_decay", float),
 )
 
 

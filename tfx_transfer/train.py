@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfx_transfer.augment import AugmentPolicy
-from tfx_transfer.backbones import get_backbone_spec
+from tfx_transfer.backbones import assign_blocks, get_backbone_spec
 from tfx_transfer.checkpoint import latest_checkpoint, load_state, restore_optimizer, save_checkpoint, write_atomically
 from tfx_transfer.data import EpochStream, make_dataset
 from tfx_transfer.devices import configure_devices
@@ -81,6 +81,9 @@ class TrainConfig:
         mixed_precision: `"auto"` (on GPU), True or False.
         distribution: `"auto"` (TF_CONFIG: multi-worker; several GPUs: mirrored), `"mirrored"`
             (every local device, CPUs included) or `"none"`.
+        layer_decay: Discriminative learning rates once blocks train: the head and the top block
+            get the phase's rate, each block below it `layer_decay` times the rate of the block
+            above (e.g. 0.5). None: one rate for everything.
     """
 
     strategy: str = "fine_tune"
@@ -109,12 +112,15 @@ class TrainConfig:
     jit_compile: str | bool = "auto"
     mixed_precision: str | bool = "auto"
     distribution: str = "auto"
+    layer_decay: float | None = None
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"Unknown strategy {self.strategy!r}. Available: {', '.join(STRATEGIES)}")
         if self.distribution not in ("auto", "mirrored", "none"):
             raise ValueError(f"distribution must be 'auto', 'mirrored' or 'none'. Received: {self.distribution!r}")
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise ValueError(f"layer_decay must be in (0, 1] or None. Received: layer_decay={self.layer_decay!r}")
         if self.monitor not in ("val_loss", "val_accuracy"):
             raise ValueError(f"monitor must be 'val_loss' or 'val_accuracy'. Received: monitor={self.monitor!r}")
         for name in ("epochs", "batch_size", "gradual_every"):
@@ -221,6 +227,28 @@ def _schedule(learning_rate: float, steps_per_epoch: int, epochs: int, warmup_ep
         warmup_target=learning_rate if warmup else None,
         warmup_steps=warmup,
     )
+
+
+def _optimizer(model: keras.Model, phase: Phase, config: TrainConfig, steps: int):
+    """Adam with warm-up and cosine decay; with `layer_decay`, one Adam per trained block whose
+    rate shrinks with the block's depth below the top (discriminative learning rates)."""
+    if config.layer_decay is None or not phase.blocks:
+        return keras.optimizers.Adam(_schedule(phase.learning_rate, steps, phase.epochs, config.warmup_epochs))
+    backbone, spec = find_backbone(model)
+    depth_of = {}
+    for block, layers in assign_blocks(backbone, spec).items():
+        depth = len(spec.block_names) - 1 - spec.block_names.index(block)
+        for layer in layers:
+            for variable in layer.trainable_weights:
+                depth_of[id(variable)] = depth
+    optimizers = {
+        depth: keras.optimizers.Adam(
+            _schedule(phase.learning_rate * config.layer_decay**depth, steps, phase.epochs, config.warmup_epochs)
+        )
+        for depth in range(len(phase.blocks))
+    }
+    # Variables outside the backbone (the head) train at the top block's rate.
+    return keras.optimizers.MultiOptimizer(lambda variable: optimizers[depth_of.get(id(variable), 0)])
 
 
 def _set_phase_trainable(model: keras.Model, phase: Phase) -> list[str]:
@@ -400,7 +428,7 @@ def train(
             steps = math.ceil((len(features[1]) if phase.cached else len(train_stream)) / config.batch_size)
             with devices.strategy.scope():  # optimizer variables must live where the model does
                 loss, metrics = _loss_and_metrics(table.multi_label)
-                optimizer = keras.optimizers.Adam(_schedule(phase.learning_rate, steps, phase.epochs, config.warmup_epochs))
+                optimizer = _optimizer(model, phase, config, steps)
                 trainer.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=devices.jit_compile)
                 if checkpoint is not None and state["phase_epoch"] > 0:
                     restore_optimizer(optimizer, trainer, checkpoint)
