@@ -122,12 +122,9 @@ def test_two_runs_with_one_seed_are_identical(tiny_data):
     assert all(np.array_equal(a, b) for a, b in zip(first.model.get_weights(), second.model.get_weights()))
 
 
-def test_crash_and_resume_reproduces_the_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
+def _crash_then_resume(table, splits, config, run_dir, monkeypatch):
+    """Runs until the 4th checkpoint (head done, one fine-tune epoch done), crashes, resumes."""
     import tfx_transfer.train as train_module
-
-    table, splits = tiny_data
-    config = TrainConfig(strategy="fine_tune", **TINY)
-    uninterrupted = train(table, splits, config, run_dir=tmp_path / "whole", verbose=0)
 
     real_save = train_module.save_checkpoint
     calls = {"count": 0}
@@ -135,14 +132,21 @@ def test_crash_and_resume_reproduces_the_uninterrupted_run(tiny_data, tmp_path, 
     def crash_after_four(*args, **kwargs):
         real_save(*args, **kwargs)
         calls["count"] += 1
-        if calls["count"] == 4:  # mid fine_tune phase: head done, one fine-tune epoch done
+        if calls["count"] == 4:
             raise RuntimeError("simulated crash")
 
     monkeypatch.setattr(train_module, "save_checkpoint", crash_after_four)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(table, splits, config, run_dir=tmp_path / "broken", verbose=0)
+        train(table, splits, config, run_dir=run_dir, verbose=0)
     monkeypatch.setattr(train_module, "save_checkpoint", real_save)
-    resumed = train(table, splits, config, run_dir=tmp_path / "broken", resume=True, verbose=0)
+    return train(table, splits, config, run_dir=run_dir, resume=True, verbose=0)
+
+
+def test_crash_and_resume_reproduces_the_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
+    table, splits = tiny_data
+    config = TrainConfig(strategy="fine_tune", **TINY)
+    uninterrupted = train(table, splits, config, run_dir=tmp_path / "whole", verbose=0)
+    resumed = _crash_then_resume(table, splits, config, tmp_path / "broken", monkeypatch)
     assert _without_timing(resumed.history) == _without_timing(uninterrupted.history)
     assert all(np.array_equal(a, b) for a, b in zip(resumed.model.get_weights(), uninterrupted.model.get_weights()))
 
@@ -352,18 +356,5 @@ def test_layer_decay_gives_lower_blocks_lower_learning_rates_and_resumes(tiny_da
     np.testing.assert_allclose(rates, [1e-4 * 0.1, 1e-4], rtol=1e-4)  # block below the top: 0.1 x
 
     uninterrupted = train(table, splits, config, run_dir=tmp_path / "whole", verbose=0)
-    real_save = train_module.save_checkpoint
-    calls = {"count": 0}
-
-    def crash_after_four(*args, **kwargs):
-        real_save(*args, **kwargs)
-        calls["count"] += 1
-        if calls["count"] == 4:
-            raise RuntimeError("simulated crash")
-
-    monkeypatch.setattr(train_module, "save_checkpoint", crash_after_four)
-    with pytest.raises(RuntimeError):
-        train(table, splits, config, run_dir=tmp_path / "broken", verbose=0)
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
-    resumed = train(table, splits, config, run_dir=tmp_path / "broken", resume=True, verbose=0)
+    resumed = _crash_then_resume(table, splits, config, tmp_path / "broken", monkeypatch)
     assert _without_timing(resumed.history) == _without_timing(uninterrupted.history)
