@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif", ".dcm")
 
@@ -135,8 +135,8 @@ def _scan_one(path: str) -> tuple[bool, str, str, int, int]:
         if suffix == ".dcm":
             height, width = read_image(path).shape[:2]
             return True, PILLOW_DECODER, "", height, width
-        # Pillow is lenient by default; truncated files must fail here, not silently half-decode.
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        # A full load, so truncated files fail here (Pillow's LOAD_TRUNCATED_IMAGES is off by
+        # default), not half-decoded during training.
         with Image.open(path) as image:
             image.load()
             fmt, mode, (width, height) = image.format, image.mode, image.size
