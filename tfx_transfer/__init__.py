@@ -1,5 +1,8 @@
 """tfx_transfer: transfer learning for computer vision with Keras 3, as a decision backed by evidence.
 
+Names are imported on first use, so `tfx-transfer report` and the metrics/report modules work
+without loading TensorFlow.
+
 Example:
     >>> import tfx_transfer
     >>> model = tfx_transfer.load_backbone("mobilenet_v2", weights=None, image_size=64)
@@ -7,42 +10,38 @@ Example:
     ['block_16', 'top']
 """
 
-from tfx_transfer.backbones import BACKBONES, BackboneSpec, ImagePreprocessing, get_backbone_spec, list_backbones
-from tfx_transfer.model import (
-    audit_frozen_weights,
-    find_backbone,
-    format_trainable_summary,
-    freeze_backbone,
-    load_backbone,
-    snapshot_frozen_weights,
-    trainable_summary,
-    unfreeze_fraction,
-    unfreeze_from_block,
-    unfreeze_top_blocks,
-    weights_info,
-)
-from tfx_transfer.weights import WeightsInfo, available_weights, import_weights
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BACKBONES",
-    "BackboneSpec",
-    "ImagePreprocessing",
-    "WeightsInfo",
-    "audit_frozen_weights",
-    "available_weights",
-    "find_backbone",
-    "format_trainable_summary",
-    "freeze_backbone",
-    "get_backbone_spec",
-    "import_weights",
-    "list_backbones",
-    "load_backbone",
-    "snapshot_frozen_weights",
-    "trainable_summary",
-    "unfreeze_fraction",
-    "unfreeze_from_block",
-    "unfreeze_top_blocks",
-    "weights_info",
-]
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "BACKBONES": "backbones", "BackboneSpec": "backbones", "ImagePreprocessing": "backbones",
+    "get_backbone_spec": "backbones", "list_backbones": "backbones",
+    "audit_frozen_weights": "model", "find_backbone": "model", "format_trainable_summary": "model",
+    "freeze_backbone": "model", "load_backbone": "model", "snapshot_frozen_weights": "model",
+    "trainable_summary": "model", "unfreeze_fraction": "model", "unfreeze_from_block": "model",
+    "unfreeze_top_blocks": "model", "weights_info": "model", "build_classifier": "model",
+    "WeightsInfo": "weights", "available_weights": "weights", "import_weights": "weights",
+    "Recipe": "recipe", "load_recipe": "recipe",
+    "run": "runner", "compare": "runner",
+    "build_run_report": "report", "write_run_report": "report",
+    "write_comparison_report": "comparison",
+    "TrainConfig": "train", "train": "train",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"tfx_transfer.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tfx_transfer' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -5,7 +5,12 @@ Commands:
     weights list            where ImageNet weights are available offline on this machine
     weights import FILE     install a Keras weights file copied by hand (--backbone NAME)
     train                   train with --strategy on --data into --out; --resume RUN_DIR continues
-    demo                    classify real ImageNet images with the offline MobileNetV2 port and
+    run RECIPE              train and evaluate a recipe into a run folder with its report
+    compare RECIPE          strategies x training-set fractions x seeds, with a comparison report
+    report RUN_DIR ...      rebuild reports from saved predictions (no TensorFlow)
+    demo                    every recipe on its built-in data, strategies compared (--quick: a
+                            smoke run under 10 minutes on 2 CPU cores)
+    showcase                classify real ImageNet images with the offline MobileNetV2 port and
                             show trainable block slicing
 """
 
@@ -80,7 +85,7 @@ def _weights_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _showcase(args: argparse.Namespace) -> int:
     import importlib.util
 
     import numpy as np
@@ -163,6 +168,80 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="use this folder/CSV instead of the recipe's data.source")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a recipe field, e.g. --set training.epochs=3 (repeatable)")
+    parser.add_argument("--out", help="output folder (default: runs/<recipe>-<time>)")
+    parser.add_argument("--quick", action="store_true", help="apply the recipe's quick overrides (smoke run)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tfx_transfer.report import headline
+    from tfx_transfer.runner import run
+
+    result = run(args.recipe, data=args.data, strategy=args.strategy, overrides=args.overrides, out=args.out,
+                 quick=args.quick, resume=args.resume)
+    print(headline(result.report))
+    print(f"Run folder: {result.run_dir}\nReport: {result.run_dir / 'report.html'}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from tfx_transfer.runner import compare, default_out
+
+    from tfx_transfer.recipe import load_recipe
+
+    out = args.out or default_out(load_recipe(args.recipe), "-compare")
+    report = compare(args.recipe, args.strategies, args.fractions, args.seeds, data=args.data,
+                     overrides=args.overrides, out=out, quick=args.quick)
+    print(f"\n{report['verdict']['text']}\nReport: {Path(out) / 'report.html'}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from tfx_transfer.comparison import find_run_dirs, write_comparison_report
+    from tfx_transfer.report import headline, write_run_report
+
+    given = [Path(folder) for folder in args.run_dirs]
+    if len(given) == 1 and not (given[0] / "run.json").is_file():
+        runs = find_run_dirs(given[0])
+        if not runs:
+            raise FileNotFoundError(f"'{given[0]}' holds no run: expected run.json, or runs/*/run.json of a comparison.")
+        report = write_comparison_report(given[0], runs, rebuild=True)
+        print(f"{report['verdict']['text']}\nReport: {given[0] / 'report.html'}")
+        return 0
+    for folder in given:
+        print(f"{folder}: {headline(write_run_report(folder))}")
+    if len(given) > 1:
+        out = Path(args.out) if args.out else given[0].parent
+        report = write_comparison_report(out, given)
+        print(f"{report['verdict']['text']}\nComparison: {out / 'report.html'}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import time
+
+    from tfx_transfer.comparison import build_comparison, find_run_dirs, write_overview
+    from tfx_transfer.recipe import list_recipes
+    from tfx_transfer.runner import compare
+
+    started = time.perf_counter()
+    out = Path(args.out)
+    comparisons = []
+    for path in list_recipes():
+        print(f"== {path.stem}: scratch vs feature extraction vs fine-tuning on its built-in data", flush=True)
+        fractions = (0.25, 1.0) if args.quick else (0.1, 0.25, 0.5, 1.0)
+        report = compare(path, "scratch,feature_extraction,fine_tune", fractions, 1 if args.quick else 2,
+                         out=out / path.stem, quick=args.quick)
+        print(report["verdict"]["text"], flush=True)
+        comparisons.append(build_comparison(find_run_dirs(out / path.stem)))
+    page = write_overview(out, comparisons)
+    print(f"\nDemo finished in {time.perf_counter() - started:.0f} s. Report of all recipes: {page}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfx-transfer", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -188,7 +267,33 @@ def build_parser() -> argparse.ArgumentParser:
         trainer.add_argument(flag, dest=field, type=kind, default=None)
     trainer.set_defaults(func=_train)
 
-    commands.add_parser("demo", help="show the offline weights and block slicing").set_defaults(func=_demo)
+    runner = commands.add_parser("run", help="train and evaluate a recipe")
+    runner.add_argument("recipe", help="a recipe file, or the name of a built-in recipe (chest_xray, ...)")
+    _recipe_options(runner)
+    runner.add_argument("--strategy", help="scratch, feature_extraction, fine_tune or gradual")
+    runner.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    runner.set_defaults(func=_run)
+
+    comparer = commands.add_parser("compare", help="compare strategies at several training-set sizes")
+    comparer.add_argument("recipe", help="a recipe file, or the name of a built-in recipe")
+    _recipe_options(comparer)
+    comparer.add_argument("--strategies", default="scratch,feature_extraction,fine_tune",
+                          help="comma-separated; fine_tune:N unfreezes N blocks (default: %(default)s)")
+    comparer.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="shares of the training split (default: %(default)s)")
+    comparer.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default: %(default)s)")
+    comparer.set_defaults(func=_compare)
+
+    reporter = commands.add_parser("report", help="rebuild reports from run folders (no TensorFlow)")
+    reporter.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders or comparison folders")
+    reporter.add_argument("--out", help="with several runs: where to write their comparison (default: the first's parent)")
+    reporter.set_defaults(func=_report)
+
+    demo = commands.add_parser("demo", help="every recipe on its built-in data, strategies compared")
+    demo.add_argument("--quick", action="store_true", help="small images, few epochs: under 10 minutes on 2 CPU cores")
+    demo.add_argument("--out", default="runs/demo", help="where the runs and the report go (default: %(default)s)")
+    demo.set_defaults(func=_demo)
+
+    commands.add_parser("showcase", help="the offline ImageNet weights at work, and block slicing").set_defaults(func=_showcase)
     return parser
 
 
@@ -196,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:  # RecipeError is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -74,8 +74,22 @@ def load_backbone(
     return keras.Model(inputs, outputs, name=f"{spec.name}_on_raw_pixels")
 
 
-def _backbone_on_raw_pixels(spec, weights, size, include_top, pooling, training):
-    """Input -> ImagePreprocessing -> backbone; returns the input and output tensors."""
+@keras.saving.register_keras_serializable(package="tfx_transfer")
+class Grayscale(keras.layers.Layer):
+    """RGB -> luma (ITU-R BT.601), repeated on 3 channels so ImageNet backbones take it.
+
+    For domains that are grey by nature (radiographs): colour channels there only carry scanner
+    and compression noise, and a colour image sent to the model at inference is treated the same.
+    """
+
+    def call(self, inputs):
+        inputs = keras.ops.cast(inputs, self.compute_dtype)
+        luma = inputs[..., :1] * 0.299 + inputs[..., 1:2] * 0.587 + inputs[..., 2:3] * 0.114
+        return keras.ops.concatenate([luma, luma, luma], axis=-1)
+
+
+def _backbone_on_raw_pixels(spec, weights, size, include_top, pooling, training, grayscale=False):
+    """Input -> [Grayscale] -> ImagePreprocessing -> backbone; returns the input and output tensors."""
     resolved = resolve_weights(spec, weights, include_top)
     backbone = spec.build(size, include_top=include_top, pooling=pooling)
     if resolved.adapt is not None:
@@ -85,7 +99,8 @@ def _backbone_on_raw_pixels(spec, weights, size, include_top, pooling, training)
     elif resolved.info.path is not None:
         load_weights_file(backbone, resolved.info.path, spec)
     inputs = keras.Input((*size, 3), name="image")
-    x = ImagePreprocessing(resolved.info.preprocessing, resolved.info.source, name="preprocessing")(inputs)
+    x = Grayscale(name="grayscale")(inputs) if grayscale else inputs
+    x = ImagePreprocessing(resolved.info.preprocessing, resolved.info.source, name="preprocessing")(x)
     return inputs, backbone(x, training=training)
 
 
@@ -116,6 +131,7 @@ def build_classifier(
     task: str = "multiclass",
     train_batchnorm: bool = False,
     seed: int | None = None,
+    grayscale: bool = False,
 ) -> keras.Model:
     """Builds `raw pixels -> preprocessing -> backbone -> average pooling -> head`.
 
@@ -131,6 +147,7 @@ def build_classifier(
         train_batchnorm: Call the backbone in training mode so BatchNorm learns its statistics;
             only for training from scratch, where there are no ImageNet statistics to keep.
         seed: Seed of the dropout layer.
+        grayscale: Convert images to grey inside the model (`Grayscale` layer) before preprocessing.
 
     Example:
         >>> model = build_classifier("mobilenet_v2", 3, weights=None, image_size=64)
@@ -142,7 +159,8 @@ def build_classifier(
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int. Received: num_classes={num_classes!r}")
     inputs, features = _backbone_on_raw_pixels(
-        spec, weights, size, include_top=False, pooling=None, training=None if train_batchnorm else False
+        spec, weights, size, include_top=False, pooling=None, training=None if train_batchnorm else False,
+        grayscale=grayscale,
     )
     pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
     head = build_head(int(pooled.shape[-1]), num_classes, dropout, task, seed)

@@ -168,3 +168,36 @@ def find_leaks(table: ImageTable, assigned: dict[str, np.ndarray]) -> list[list[
         for digest, copies in seen.items()
         if not digest.startswith("unreadable") and len({split for split, _ in copies}) > 1
     ]
+
+
+def nested_subset(table: ImageTable, indices, fraction: float, seed: int = 0) -> np.ndarray:
+    """A stratified share of `indices` that grows with `fraction`: for one seed, the subset at
+    0.1 is inside the one at 0.25, which is inside the one at 0.5 (learning curves compare like
+    with like). With groups, whole groups are taken, in a seeded order per class.
+
+    Every class keeps at least one image (one group).
+
+    Example:
+        >>> small = nested_subset(table, splits.train, 0.1, seed=0)  # doctest: +SKIP
+        >>> set(small) <= set(nested_subset(table, splits.train, 0.5, seed=0))  # doctest: +SKIP
+        True
+    """
+    indices = np.asarray(indices)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1]. Received: fraction={fraction!r}")
+    if fraction == 1.0:
+        return np.sort(indices)
+    rng = np.random.default_rng(seed)
+    labels = table.stratify_labels[indices]
+    units = indices if table.groups is None else table.groups[indices].astype(str)
+    chosen = []
+    for label in np.unique(labels):
+        members = indices[labels == label]
+        member_units = np.unique(units[labels == label])
+        order = rng.permutation(len(member_units))
+        keep = member_units[order[: max(1, int(round(fraction * len(member_units))))]]
+        if table.groups is None:
+            chosen.append(keep)
+        else:
+            chosen.append(members[np.isin(table.groups[members].astype(str), keep)])
+    return np.sort(np.concatenate(chosen))

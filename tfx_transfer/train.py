@@ -84,6 +84,7 @@ class TrainConfig:
         layer_decay: Discriminative learning rates once blocks train: the head and the top block
             get the phase's rate, each block below it `layer_decay` times the rate of the block
             above (e.g. 0.5). None: one rate for everything.
+        grayscale: Convert images to grey inside the model (radiographs).
     """
 
     strategy: str = "fine_tune"
@@ -113,6 +114,7 @@ class TrainConfig:
     mixed_precision: str | bool = "auto"
     distribution: str = "auto"
     layer_decay: float | None = None
+    grayscale: bool = False
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -313,7 +315,7 @@ def extract_features(
     key = hashlib.sha1(json.dumps({
         "backbone": config.backbone, "weights": weights_info(classifier).source,
         "image_size": list(config.image_size), "data": _data_key(table, indices),
-        "augment": repr(augment), "view": view, "seed": config.seed,
+        "augment": repr(augment), "view": view, "seed": config.seed, "grayscale": config.grayscale,
     }, sort_keys=True).encode()).hexdigest()
     path = cache_dir() / "features" / f"{key}.npy"
     if path.is_file():
@@ -393,7 +395,7 @@ def train(
         model = build_classifier(
             config.backbone, table.num_classes, config.weights, config.image_size, config.dropout,
             task="multilabel" if table.multi_label else "multiclass",
-            train_batchnorm=config.strategy == "scratch", seed=config.seed,
+            train_batchnorm=config.strategy == "scratch", seed=config.seed, grayscale=config.grayscale,
         )
     head = model.get_layer("head")
     state = {"global_epoch": 0, "phase_index": 0, "phase_epoch": 0, "history": [], "phases": [],
@@ -454,7 +456,7 @@ def train(
                 if verbose:
                     print(f"{phase.name} epoch {epoch + 1}/{phase.epochs}")
                 epoch_started = time.perf_counter()
-                history = trainer.fit(train_data, validation_data=validation, epochs=1, verbose=verbose)
+                history = trainer.fit(train_data, validation_data=validation, epochs=1, verbose=verbose, shuffle=False)
                 record = {k: float(v[-1]) for k, v in history.history.items()}
                 record.update(phase=phase.name, epoch=state["global_epoch"] + 1, seconds=time.perf_counter() - epoch_started)
                 state["history"].append(record)

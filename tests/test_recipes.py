@@ -1,0 +1,182 @@
+"""Recipes: every file in recipes/ loads, validates, documents itself and runs end to end on tiny
+data with a tiny backbone; errors name the file, the key and the fix."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from datasets import write_gtsrb, write_kermany
+from tfx_transfer.recipe import SECTIONS, Recipe, RecipeError, list_recipes, load_recipe
+from tfx_transfer.runner import run
+
+RECIPES = list_recipes()
+#: A tiny backbone and one epoch per phase: what a test can afford; the recipe's own logic stays.
+TINY = ["model.backbone=mobilenet_v2", "model.weights=none", "model.image_size=32", "training.epochs=1",
+        "training.fine_tune_epochs=1", "training.unfreeze_blocks=2", "training.batch_size=8", "evaluation.bootstrap=20"]
+
+
+def test_the_three_domain_recipes_exist():
+    assert {path.stem for path in RECIPES} >= {"chest_xray", "traffic_signs", "product_defects"}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_recipe_loads_and_round_trips(path):
+    recipe = load_recipe(path)
+    assert recipe.name == path.stem
+    again = Recipe.from_dict(recipe.to_dict(), str(path))
+    assert dataclasses.replace(again, path=recipe.path) == recipe
+    assert recipe.quick_version().training.epochs <= recipe.training.epochs
+
+
+def _commented(lines: list[str], index: int, value) -> bool:
+    if "#" in lines[index] or lines[index - 1].strip().startswith("#"):
+        return True
+    if isinstance(value, dict):  # a mapping: a comment inside its block will do
+        indent = len(lines[index]) - len(lines[index].lstrip())
+        for line in lines[index + 1 :]:
+            if line.strip() and len(line) - len(line.lstrip()) <= indent:
+                break
+            if "#" in line:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_every_non_default_line_says_why(path):
+    lines = path.read_text().splitlines()
+    mapping = yaml.safe_load(path.read_text())
+    for section, section_class in SECTIONS.items():
+        defaults = section_class()
+        for key, value in (mapping.get(section) or {}).items():
+            if value == getattr(defaults, key):
+                continue
+            index = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{key}:"))
+            assert _commented(lines, index, value), f"{path.name}: {section}.{key} differs from the default without a comment"
+
+
+def _two_class_folder(root: Path) -> Path:
+    """A new inspection data set: other class names than any recipe, mixed image sizes."""
+    rng = np.random.default_rng(0)
+    for name, level, size in (("ok", 70, 40), ("scratched", 170, 56)):
+        (root / name).mkdir(parents=True)
+        for i in range(10):
+            side = size + (i % 3) * 5
+            pixels = np.clip(level + rng.normal(0, 20, (side, side + 4, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"part{i:02d}.png")
+    return root
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_recipe_runs_end_to_end_on_a_new_folder_with_data_alone(path, tmp_path, isolated_cache):
+    data = _two_class_folder(tmp_path / "line7")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # flip_map and positive_class name classes this folder lacks
+        result = run(path, data=data, overrides=TINY, out=tmp_path / "run", verbose=0)
+    run_dir = result.run_dir
+    for name in ("recipe.yaml", "run.json", "history.json", "predictions.npz", "model.keras",
+                 "report.json", "report.md", "report.html"):
+        assert (run_dir / name).is_file(), name
+    resolved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    assert resolved["model"]["image_size"] == 32 and resolved["name"] == path.stem
+    assert set(resolved) == {"name", "description", "quick", *SECTIONS}
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["data"]["class_names"] == ["ok", "scratched"]
+    assert report["data"]["n_test"] == len(np.load(run_dir / "predictions.npz")["test_true"])
+    assert 0.0 <= report["metrics"]["accuracy"] <= 1.0
+
+
+def test_chest_xray_reads_a_kermany_folder_with_patient_groups(tmp_path, isolated_cache):
+    data = write_kermany(tmp_path / "chest_xray")
+    result = run("chest_xray", data=data, overrides=TINY, out=tmp_path / "run", verbose=0)
+    report = result.report
+    assert report["data"]["class_names"] == ["NORMAL", "PNEUMONIA"]
+    assert (report["data"]["n_train"], report["data"]["n_val"], report["data"]["n_test"]) == (12, 4, 6)
+    assert report["data"]["grouped"] and report["grayscale"]
+    assert report["metrics"]["positive_class"] == "PNEUMONIA"
+    assert report["metrics"]["operating_point"]["kind"] == "target_recall"
+
+
+def test_traffic_signs_reads_a_gtsrb_folder_and_maps_mirror_pairs(tmp_path, isolated_cache):
+    from tfx_transfer.recipe import load_recipe
+    from tfx_transfer.runner import train_config
+
+    data = write_gtsrb(tmp_path / "GTSRB", tracks=3)
+    result = run("traffic_signs", data=data, overrides=TINY, out=tmp_path / "run", verbose=0)
+    names = result.report["data"]["class_names"]
+    assert names == ["stop", "keep_right", "keep_left"]
+    assert result.report["data"]["grouped"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        policy = train_config(load_recipe("traffic_signs"), names).augment
+    # keep_right <-> keep_left swap on a flip; stop is absent from the map, so never flipped.
+    assert policy.horizontal_flip and policy.flip_map == {1: 2, 2: 1}
+
+
+def _write(tmp_path, text: str) -> Path:
+    path = tmp_path / "my_recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_names_file_key_and_closest_match(tmp_path):
+    path = _write(tmp_path, "name: x\ntraining:\n  epoch: 3\n")
+    with pytest.raises(RecipeError, match=r"my_recipe.yaml: training.epoch: unknown key. Did you mean 'epochs'\?"):
+        load_recipe(path)
+
+
+def test_unknown_section_suggests_the_closest(tmp_path):
+    path = _write(tmp_path, "name: x\ntrainig:\n  epochs: 3\n")
+    with pytest.raises(RecipeError, match=r"trainig: unknown key. Did you mean 'training'\?"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("training:\n  strategy: finetune\n", r"training.strategy: must be one of scratch, feature_extraction, "
+                                           r"fine_tune, gradual; received 'finetune'. Did you mean 'fine_tune'\?"),
+    ("training:\n  epochs: three\n", r"training.epochs: expected an integer, received 'three'"),
+    ("model:\n  backbone: mobilenetv2\n", r"model.backbone: must be one of .*Did you mean 'mobilenet_v2'\?"),
+    ("data:\n  validation_split: 1.5\n", r"data.validation_split: must be in \[0.0, 1.0\); received 1.5"),
+    ("evaluation:\n  primary_metric: auc\n", r"evaluation.primary_metric: must be one of roc_auc, .*Did you mean 'roc_auc'\?"),
+    ("augmentation:\n  policy: xray\n  overrides:\n    horizontal_flip: true\n", r"augmentation: .*unsafe for 'xray'"),
+    ("evaluation:\n  operating_point: target_recall\n", r"needs data.positive_class"),
+    ("quick:\n  training.epoch: 1\n", r"training.epoch: unknown key. Did you mean 'epochs'\?"),
+])
+def test_bad_values_are_named_with_the_fix(tmp_path, text, expected):
+    with pytest.raises(RecipeError, match=expected):
+        load_recipe(_write(tmp_path, "name: x\n" + text))
+
+
+def test_invalid_yaml_and_missing_file_are_clear(tmp_path):
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(_write(tmp_path, "name: x\ntraining: [unclosed\n"))
+    with pytest.raises(FileNotFoundError, match=r"Recipe file not found: .*Built-in recipes .*chest_xray"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_set_overrides_by_dotted_or_unique_name_and_rejects_typos():
+    recipe = load_recipe("product_defects")
+    changed = recipe.with_overrides(["training.epochs=2", "image_size=64", "augmentation.overrides={rotation: 5}"])
+    assert (changed.training.epochs, changed.model.image_size, changed.augmentation.overrides) == (2, 64, {"rotation": 5})
+    assert recipe.training.epochs == 8  # frozen: the original is unchanged
+    with pytest.raises(RecipeError, match=r"training.epoch: unknown key. Did you mean 'epochs'\?"):
+        recipe.with_overrides(["training.epoch=2"])
+    with pytest.raises(RecipeError, match=r"expected --set section.field=value"):
+        recipe.with_overrides(["training.epochs"])
+    with pytest.raises(RecipeError, match=r"training.strategy: must be one of"):
+        recipe.with_overrides(["strategy=transfer"])
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
+    from tfx_transfer.cli import main
+
+    assert main(["run", "product_defects", "--data", str(tmp_path / "no_such_folder"), "--out", str(tmp_path / "run")]) == 2
+    assert "error: Data not found: " in capsys.readouterr().err
+    assert not (tmp_path / "run" / "model.keras").exists()

@@ -1,0 +1,254 @@
+"""The report of one run, rebuilt at any time from the run folder without TensorFlow.
+
+`build_run_report(run_dir)` reads `run.json`, `history.json` and `predictions.npz`, chooses the
+operating point on the validation predictions, applies it unchanged to test, and computes every
+metric with scikit-learn (`tfx_transfer.metrics`). `write_run_report` writes `report.json`,
+`report.md` and a self-contained `report.html` next to them.
+
+report.json (one run) holds: `recipe`, `strategy`, `label`, `backbone`, `weights` (`source`,
+`pretrained`), `image_size`, `data` (`class_names`, `n_train`, `n_val`, `n_test`, `skipped`, ...),
+`augmentation`, `metrics` (test: `accuracy`, `balanced_accuracy`, `macro_f1`, `weighted_f1`,
+`roc_auc`, `average_precision`, `brier`, `ece`, `sensitivity`, `specificity`, `primary` with its
+95% interval, `operating_point`), `validation` (the same on validation), `per_class`,
+`confusion_matrix`, `most_confused`, `history`, `phases`, `timing`, `trainable_params`,
+`epochs_to_best`, `device`, `versions`.
+
+Example:
+    >>> report = write_run_report("runs/product_defects-20261129")  # doctest: +SKIP
+    >>> report["metrics"]["primary"]  # doctest: +SKIP
+    {'name': 'roc_auc', 'value': 0.93, 'low': 0.90, 'high': 0.95}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tfx_transfer import render
+from tfx_transfer.metrics import choose_operating_point, classification_metrics
+
+GALLERY_SIZE = 12
+
+
+class RunFolderError(FileNotFoundError):
+    """A folder that is not a finished tfx-transfer run."""
+
+
+def load_run(run_dir: str | os.PathLike) -> tuple[dict, list[dict], dict]:
+    """`(facts, history, predictions)` of a run folder."""
+    run_dir = Path(run_dir)
+    needed = [run_dir / "run.json", run_dir / "predictions.npz"]
+    missing = [path.name for path in needed if not path.is_file()]
+    if missing:
+        raise RunFolderError(
+            f"'{run_dir}' is not a finished tfx-transfer run: {', '.join(missing)} missing. Expected the "
+            "folder written by `tfx-transfer run` (or a `runs/<strategy>_f<fraction>_s<seed>` folder of a comparison)."
+        )
+    facts = json.loads((run_dir / "run.json").read_text())
+    history_file = run_dir / "history.json"
+    history = json.loads(history_file.read_text()) if history_file.is_file() else []
+    with np.load(run_dir / "predictions.npz", allow_pickle=False) as saved:
+        predictions = {key: saved[key] for key in saved.files}
+    return facts, history, predictions
+
+
+def build_run_report(run_dir: str | os.PathLike) -> dict:
+    """The report of one run as a JSON-ready dict (see the module documentation)."""
+    facts, history, predictions = load_run(run_dir)
+    evaluation = facts["evaluation"]
+    class_names = facts["data"]["class_names"]
+    kind = evaluation["operating_point"]
+    positive = evaluation.get("positive_index")
+    if kind == "target_recall" and positive is None:
+        kind = "argmax"  # more than two classes: no single positive class to target
+    point = choose_operating_point(predictions["val_true"], predictions["val_score"], kind, positive,
+                                   evaluation["target_recall"])
+    primary = evaluation["primary_metric"]
+    test = classification_metrics(predictions["test_true"], predictions["test_score"], class_names, point, primary,
+                                  evaluation.get("bootstrap", 1000), seed=facts.get("seed", 0))
+    validation = classification_metrics(predictions["val_true"], predictions["val_score"], class_names, point,
+                                        primary, bootstrap=0)
+    report = dict(facts)
+    report.update(
+        metrics={k: v for k, v in test.items() if k not in ("per_class", "confusion_matrix", "most_confused")},
+        validation={k: v for k, v in validation.items() if k not in ("per_class", "confusion_matrix", "most_confused")},
+        per_class=test["per_class"],
+        confusion_matrix=test["confusion_matrix"],
+        most_confused=test["most_confused"],
+        confidently_wrong=confidently_wrong(predictions, point, class_names),
+        history=history,
+    )
+    return report
+
+
+def confidently_wrong(predictions: dict, point, class_names: list[str], count: int = GALLERY_SIZE) -> list[dict]:
+    """The test images the model got wrong with the highest confidence in its wrong answer."""
+    y_true, y_score = predictions["test_true"].astype(int), predictions["test_score"]
+    y_pred = point.predict(y_score)
+    paths = predictions.get("test_paths")
+    wrong = np.flatnonzero(y_pred != y_true)
+    confidence = y_score[wrong, y_pred[wrong]]
+    order = wrong[np.argsort(-confidence, kind="stable")][:count]
+    return [{
+        "index": int(i), "path": str(paths[i]) if paths is not None and len(paths) > i else None,
+        "true": class_names[y_true[i]], "predicted": class_names[y_pred[i]],
+        "confidence": float(y_score[i, y_pred[i]]),
+    } for i in order]
+
+
+def _history_figure(history: list[dict], monitor_names=("loss", "accuracy")):
+    plt = render.pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    epochs = [record["epoch"] for record in history]
+    for axis, name in zip(axes, monitor_names):
+        for key, style in ((name, "-"), (f"val_{name}", "--")):
+            values = [record.get(key) for record in history]
+            if any(v is not None for v in values):
+                axis.plot(epochs, values, style, marker="o", markersize=3, label=key)
+        phases = [record["phase"] for record in history]
+        for i in range(1, len(phases)):
+            if phases[i] != phases[i - 1]:
+                axis.axvline(epochs[i] - 0.5, color="grey", linewidth=0.8)
+                axis.text(epochs[i] - 0.4, axis.get_ylim()[1], phases[i], fontsize=7, va="top", color="grey")
+        axis.set_xlabel("epoch")
+        axis.set_title(name)
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+    return figure
+
+
+def confusion_figure(matrix, class_names: list[str], title: str = "confusion matrix (test)"):
+    plt = render.pyplot()
+    matrix = np.asarray(matrix)
+    side = min(9.0, 2.2 + 0.38 * len(class_names))
+    figure, axis = plt.subplots(figsize=(side + 1, side))
+    rows = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, rows, out=np.zeros(matrix.shape, float), where=rows > 0)
+    axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    axis.set_xticks(range(len(class_names)), class_names, rotation=70, ha="right", fontsize=7)
+    axis.set_yticks(range(len(class_names)), class_names, fontsize=7)
+    if len(class_names) <= 20:
+        for i in range(len(class_names)):
+            for j in range(len(class_names)):
+                if matrix[i, j]:
+                    axis.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
+                              color="white" if shares[i, j] > 0.6 else "black")
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(title)
+    return figure
+
+
+def gallery_html(items: list[dict]) -> str:
+    """Thumbnails of confidently wrong images, read from their files (nothing if files are gone)."""
+    from PIL import Image
+
+    figures = []
+    for item in items:
+        if not item.get("path") or not Path(item["path"]).is_file():
+            continue
+        try:
+            from tfx_transfer.images import read_image
+
+            pixels = read_image(item["path"])
+        except (OSError, ValueError):
+            continue
+        thumbnail = Image.fromarray(pixels)
+        thumbnail.thumbnail((160, 160))
+        caption = f"true {item['true']}, predicted {item['predicted']} ({item['confidence']:.2f})"
+        figures.append(f"<figure>{render.html_image(render.image_to_data_uri(np.asarray(thumbnail)), caption)}"
+                       f"<figcaption>{render.html.escape(caption)}</figcaption></figure>")
+    if not figures:
+        return render.paragraph("No wrong test image to show (or the image files are not available).", "note")
+    return f'<div class="gallery">{"".join(figures)}</div>'
+
+
+def _metric_rows(report: dict) -> list[list[str]]:
+    names = ["accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "roc_auc", "average_precision",
+             "brier", "ece", "sensitivity", "specificity"]
+    return [[name, render.number(report["metrics"].get(name)), render.number(report["validation"].get(name))]
+            for name in names if name in report["metrics"]]
+
+
+def _facts_rows(report: dict) -> list[list[str]]:
+    data = report["data"]
+    augmentation = report.get("augmentation") or {"policy": "none"}
+    return [
+        ["recipe", report["recipe"]], ["strategy", report.get("label", report["strategy"])],
+        ["backbone", report["backbone"]], ["weights", report["weights"]["source"]],
+        ["image size", f"{report['image_size']} px" + (" (grayscale)" if report.get("grayscale") else "")],
+        ["data", f"{data['source']} ({data.get('reader', '')})"],
+        ["classes", ", ".join(data["class_names"])],
+        ["images", f"train {data['n_train']} (of {data.get('n_train_available', data['n_train'])}), "
+                   f"val {data['n_val']}, test {data['n_test']}; skipped {len(data['skipped'])}"],
+        ["augmentation", ", ".join(f"{k}={v}" for k, v in augmentation.items())],
+        ["trainable parameters", f"{report['trainable_params']:,}"],
+        ["epochs (to best)", f"{report.get('epochs')} ({report.get('epochs_to_best')})"],
+        ["time", f"{report['timing']['total_seconds']:.1f} s"],
+        ["device", report["device"]],
+        ["versions", ", ".join(f"{k} {v}" for k, v in report["versions"].items())],
+    ]
+
+
+def headline(report: dict) -> str:
+    primary = report["metrics"]["primary"]
+    interval = "" if primary["low"] is None else f" (95% CI {primary['low']:.3f}-{primary['high']:.3f})"
+    text = f"Test {primary['name']} {render.number(primary['value'])}{interval}"
+    point = report["metrics"]["operating_point"]
+    if point["kind"] == "target_recall" and point["threshold"] is not None:
+        text += (f"; at the operating point chosen on validation (threshold {point['threshold']:.3f} for recall "
+                 f"{point['target_recall']:.2f}): sensitivity {render.number(report['metrics'].get('sensitivity'))}, "
+                 f"specificity {render.number(report['metrics'].get('specificity'))}")
+    return text + "."
+
+
+def render_run_markdown(report: dict) -> str:
+    per_class = [[name, *(render.number(row[k]) for k in ("precision", "recall", "f1-score")), int(row["support"])]
+                 for name, row in report["per_class"].items()]
+    lines = [f"# {report['recipe']}: {report.get('label', report['strategy'])}", "", headline(report), "",
+             "## Facts", "", render.markdown_table(["", ""], _facts_rows(report)), "",
+             "## Metrics", "", render.markdown_table(["metric", "test", "validation"], _metric_rows(report)), "",
+             "## Per class (test)", "", render.markdown_table(["class", "precision", "recall", "f1", "support"], per_class), ""]
+    if report["most_confused"]:
+        lines += ["## Most confused (test)", "", render.markdown_table(
+            ["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]] for p in report["most_confused"]]), ""]
+    if report["metrics"]["notes"]:
+        lines += ["## Notes", ""] + [f"- {note}" for note in report["metrics"]["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def render_run_html(report: dict) -> str:
+    per_class = [[name, *(render.number(row[k]) for k in ("precision", "recall", "f1-score")), int(row["support"])]
+                 for name, row in report["per_class"].items()]
+    sections = [
+        ("", f'<div class="verdict">{render.html.escape(headline(report))}</div>'),
+        ("Facts", render.html_table(["", ""], _facts_rows(report), numeric_from=2)),
+        ("Metrics", render.html_table(["metric", "test", "validation"], _metric_rows(report))),
+        ("Per class (test)", render.html_table(["class", "precision", "recall", "f1", "support"], per_class)),
+        ("Confusion matrix", render.html_image(render.figure_to_data_uri(
+            confusion_figure(report["confusion_matrix"], report["data"]["class_names"])), "confusion matrix")),
+    ]
+    if report["most_confused"]:
+        sections.append(("Most confused pairs", render.html_table(
+            ["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]] for p in report["most_confused"]], 2)))
+    if report["history"]:
+        sections.append(("Training curves", render.html_image(render.figure_to_data_uri(_history_figure(report["history"])),
+                                                             "training curves")))
+    sections.append(("Most confidently wrong test images", gallery_html(report["confidently_wrong"])))
+    if report["metrics"]["notes"]:
+        sections.append(("Notes", "".join(render.paragraph(note, "note") for note in report["metrics"]["notes"])))
+    return render.html_page(f"{report['recipe']}: {report.get('label', report['strategy'])}", sections,
+                            report.get("description", ""))
+
+
+def write_run_report(run_dir: str | os.PathLike) -> dict:
+    """Builds the run's report and writes report.json, report.md and report.html atomically."""
+    run_dir = Path(run_dir)
+    report = build_run_report(run_dir)
+    render.write_json(run_dir / "report.json", report)
+    render.write_text_atomically(run_dir / "report.md", render_run_markdown(report))
+    render.write_text_atomically(run_dir / "report.html", render_run_html(report))
+    return report
