@@ -66,3 +66,36 @@ def test_train_command_explains_missing_arguments(capsys, tmp_path):
     assert "train needs --data PATH and --out RUN_DIR" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "is not a tfx-transfer run folder: it has no run.json" in capsys.readouterr().err
+
+
+def test_compare_command_writes_the_report_and_continues_where_it_stopped(tmp_path, capsys, monkeypatch):
+    import json
+
+    sys_path = __import__("sys").path
+    sys_path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from datasets import write_solid_folder
+
+    monkeypatch.setenv("TFX_TRANSFER_CACHE", str(tmp_path / "cache"))
+    data = write_solid_folder(tmp_path / "data", per_class=10)
+    out = tmp_path / "compare"
+    tiny = ["--set", "model.backbone=resnet50", "--set", "model.weights=none", "--set", "model.image_size=32",
+            "--set", "training.epochs=1", "--set", "training.fine_tune_epochs=1", "--set", "evaluation.bootstrap=20"]
+    argv = ["compare", "product_defects", "--data", str(data), "--strategies", "feature_extraction,fine_tune:1",
+            "--fractions", "0.5,1.0", "--seeds", "1", "--out", str(out), *tiny]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert sorted((row["label"], row["fraction"]) for row in report["rows"]) == [
+        ("feature_extraction", 0.5), ("feature_extraction", 1.0), ("fine_tune_1", 0.5), ("fine_tune_1", 1.0)]
+    small = next(r for r in report["rows"] if r["fraction"] == 0.5)
+    assert small["n_train"] < next(r for r in report["rows"] if r["fraction"] == 1.0)["n_train"]
+    assert report["verdict"]["text"] in printed and (out / "report.html").is_file()
+    assert main(argv) == 0  # finished runs are kept, not trained again
+    assert capsys.readouterr().out.count("done before, kept") == 4
+
+
+def test_run_command_reports_recipe_errors_without_a_traceback(capsys):
+    assert main(["run", "product_defects", "--set", "training.epoch=2"]) == 2
+    assert "error: " in (err := capsys.readouterr().err) and "Did you mean 'epochs'?" in err
+    assert main(["compare", "product_defects", "--fractions", "0,1"]) == 2
+    assert "Fractions must be in (0, 1]" in capsys.readouterr().err

@@ -102,6 +102,13 @@ def test_chest_xray_reads_a_kermany_folder_with_patient_groups(tmp_path, isolate
     assert report["data"]["grouped"] and report["grayscale"]
     assert report["metrics"]["positive_class"] == "PNEUMONIA"
     assert report["metrics"]["operating_point"]["kind"] == "target_recall"
+    import keras
+
+    model = keras.saving.load_model(result.run_dir / "model.keras")  # the Grayscale layer round-trips
+    colour = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    grey = colour @ np.array([0.299, 0.587, 0.114], "float32")
+    np.testing.assert_allclose(model.predict(colour, verbose=0), model.predict(np.repeat(grey[..., None], 3, -1), verbose=0),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_traffic_signs_reads_a_gtsrb_folder_and_maps_mirror_pairs(tmp_path, isolated_cache):

@@ -298,7 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
     args = build_parser().parse_args(argv)
+    # Keras' retracing notices (one predict function per model of a comparison) are not the user's concern.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as error:  # RecipeError is a ValueError

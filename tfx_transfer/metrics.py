@@ -213,6 +213,9 @@ def classification_metrics(y_true, y_score, class_names: list[str], point: Opera
             f"Expected y_score of shape (n, num_classes) = ({len(y_true)}, {len(class_names)}). "
             f"Received: {y_score.shape}"
         )
+    sums = y_score.sum(axis=1, keepdims=True)
+    # float32 softmax rows sum to 1 only within rounding; scikit-learn's Brier score checks it.
+    y_score = np.divide(y_score, sums, out=np.full_like(y_score, 1.0 / y_score.shape[1]), where=sums > 0)
     point = point or OperatingPoint()
     y_pred = point.predict(y_score)
     labels = list(range(len(class_names)))

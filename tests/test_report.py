@@ -1,0 +1,202 @@
+"""Run and comparison reports, built from run folders written here by hand (no training, no
+TensorFlow): required keys, self-contained HTML, the verdict against its own table."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tfx_transfer.comparison import summarise, verdict, write_comparison_report
+from tfx_transfer.report import RunFolderError, write_run_report
+
+CLASS_NAMES = ["good", "defective"]
+
+
+def write_fake_run(folder: Path, label="fine_tune_3", fraction=1.0, seed=0, quality=0.8, n=60) -> Path:
+    """A finished run folder: facts, history and predictions whose quality we choose."""
+    rng = np.random.default_rng(seed * 100 + int(fraction * 10) + int(quality * 1000))
+    folder.mkdir(parents=True)
+    images = folder / "images"
+    images.mkdir()
+    paths, parts = [], {}
+    for split in ("val", "test"):
+        y_true = np.arange(n) % 2
+        positive = np.clip(np.where(y_true == 1, quality, 1 - quality) + rng.normal(0, 0.25, n), 0.01, 0.99)
+        parts[f"{split}_true"], parts[f"{split}_score"] = y_true, np.stack([1 - positive, positive], 1)
+    for i in range(n):
+        path = images / f"cell{i:03d}.png"
+        Image.fromarray(np.full((20, 20), 40 * (i % 5), np.uint8)).save(path)
+        paths.append(str(path))
+    np.savez(folder / "predictions.npz", test_paths=np.array(paths), **parts)
+    history = [{"loss": 0.7 - 0.05 * e, "accuracy": 0.6 + 0.02 * e, "val_loss": 0.72 - 0.04 * e,
+                "val_accuracy": 0.6 + 0.03 * e, "phase": "head" if e < 2 else "fine_tune", "epoch": e + 1,
+                "seconds": 1.0} for e in range(4)]
+    (folder / "history.json").write_text(json.dumps(history))
+    facts = {
+        "recipe": "product_defects", "description": "test", "strategy": label.rsplit("_", 1)[0] if label[-1].isdigit() else label,
+        "label": label, "backbone": "mobilenet_v2", "weights": {"requested": "imagenet", "source": "imagenet: offline", "pretrained": True},
+        "image_size": 96, "grayscale": False, "seed": seed, "fraction": fraction,
+        "data": {"source": "embedded:elpv", "reader": "folder", "class_names": CLASS_NAMES, "n_train": int(200 * fraction),
+                 "n_train_available": 200, "n_val": n, "n_test": n, "skipped": [["bad.png", "truncated"]],
+                 "grouped": False, "leaks": 0, "train_counts": [100, 100]},
+        "augmentation": {"policy": "defects", "rotate90": True},
+        "evaluation": {"primary_metric": "roc_auc", "operating_point": "target_recall", "target_recall": 0.9,
+                       "positive_index": 1, "bootstrap": 100},
+        "phases": [], "trainable_params": 1000 if label == "feature_extraction" else 500_000, "epochs_to_best": 3, "epochs": 4,
+        "timing": {"train_seconds": 10.0, "predict_seconds": 1.0, "total_seconds": 5.0 if label == "feature_extraction" else 50.0},
+        "device": "CPU (2 cores)", "versions": {"tfx_transfer": "0.1.0"},
+    }
+    (folder / "run.json").write_text(json.dumps(facts))
+    return folder
+
+
+class _Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.references = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("src", "href", "srcset", "data", "action", "poster") and value is not None:
+                self.references.append((tag, name, value))
+
+
+def check_self_contained(html_text: str) -> _Collector:
+    collector = _Collector()
+    collector.feed(html_text)
+    collector.close()
+    assert "script" not in collector.tags and "link" not in collector.tags and "iframe" not in collector.tags
+    outside = [ref for ref in collector.references if not ref[2].startswith("data:image/png;base64,")]
+    assert outside == [], f"external references: {outside}"
+    assert "url(" not in html_text and "@import" not in html_text
+    return collector
+
+
+def test_run_report_has_the_documented_keys(tmp_path):
+    report = write_run_report(write_fake_run(tmp_path / "run"))
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    for dotted in ("recipe", "strategy", "backbone", "weights.source", "weights.pretrained", "data.class_names",
+                   "data.n_train", "data.n_val", "data.n_test", "data.skipped", "metrics.accuracy",
+                   "metrics.balanced_accuracy", "metrics.macro_f1", "metrics.roc_auc", "per_class", "confusion_matrix",
+                   "timing", "trainable_params", "versions", "metrics.primary.low", "metrics.sensitivity"):
+        value = saved
+        for part in dotted.split("."):
+            assert part in value, dotted
+            value = value[part]
+    assert saved["metrics"]["operating_point"]["kind"] == "target_recall"
+    assert saved["metrics"]["primary"]["low"] <= saved["metrics"]["roc_auc"] <= saved["metrics"]["primary"]["high"]
+    assert report["confidently_wrong"] and all(item["true"] != item["predicted"] for item in report["confidently_wrong"])
+    confidences = [item["confidence"] for item in report["confidently_wrong"]]
+    assert confidences == sorted(confidences, reverse=True)
+    assert "Test roc_auc" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_run_report_html_is_self_contained_with_plots_and_gallery(tmp_path):
+    write_run_report(write_fake_run(tmp_path / "run"))
+    collector = check_self_contained((tmp_path / "run" / "report.html").read_text())
+    images = [ref for ref in collector.references if ref[0] == "img"]
+    assert len(images) >= 3  # confusion matrix, training curves, gallery thumbnails
+
+
+def test_a_folder_that_is_not_a_run_is_explained(tmp_path):
+    with pytest.raises(RunFolderError, match=r"not a finished tfx-transfer run: run.json, predictions.npz missing"):
+        write_run_report(tmp_path)
+
+
+def _cell(label, fraction, mean, low, high, seconds=10.0, n_train=100):
+    return {"label": label, "fraction": fraction, "mean": mean, "low": low, "high": high, "seconds": seconds,
+            "n_train": n_train, "values": [mean], "seeds": 1, "trainable_params": 1, "epochs_to_best": 1.0}
+
+
+def test_verdict_clear_lead_overlap_and_a_change_with_data_size():
+    summary = [
+        _cell("feature_extraction", 0.1, 0.80, 0.76, 0.84, seconds=5, n_train=20),
+        _cell("fine_tune_3", 0.1, 0.78, 0.72, 0.83, seconds=60, n_train=20),
+        _cell("scratch", 0.1, 0.55, 0.50, 0.60, seconds=90, n_train=20),
+        _cell("feature_extraction", 1.0, 0.84, 0.81, 0.86, seconds=8, n_train=200),
+        _cell("fine_tune_3", 1.0, 0.92, 0.90, 0.94, seconds=300, n_train=200),
+        _cell("scratch", 1.0, 0.60, 0.55, 0.66, seconds=400, n_train=200),
+    ]
+    result = verdict(summary, "roc_auc")
+    small, full = result["per_fraction"]
+    assert (small["winner"], small["runner_up"], small["overlap"], small["clear"]) == ("feature_extraction", "fine_tune_3", True, False)
+    assert small["sensible_choice"] == "feature_extraction"
+    assert (full["winner"], full["runner_up"], full["clear"]) == ("fine_tune_3", "feature_extraction", True)
+    assert full["margin"] == pytest.approx(0.08)
+    assert "intervals overlap" in small["text"] and "lead is clear" in full["text"]
+    assert "depends on the amount of data: feature_extraction with the least, fine_tune_3 with the most" in result["text"]
+
+
+def test_verdict_names_the_cheapest_tied_strategy():
+    summary = [_cell("fine_tune_3", 1.0, 0.90, 0.86, 0.94, seconds=300), _cell("feature_extraction", 1.0, 0.89, 0.85, 0.93, seconds=8)]
+    entry = verdict(summary, "roc_auc")["per_fraction"][0]
+    assert entry["winner"] == "fine_tune_3" and entry["sensible_choice"] == "feature_extraction"
+    assert "feature_extraction is the cheapest of the tied strategies (8 s vs 300 s)" in entry["text"]
+
+
+def test_comparison_report_verdict_matches_its_own_table(tmp_path):
+    runs = []
+    for seed in (0, 1):
+        for fraction, qualities in ((0.1, {"feature_extraction": 0.75, "fine_tune_3": 0.62}),
+                                    (1.0, {"feature_extraction": 0.72, "fine_tune_3": 0.9})):
+            for label, quality in qualities.items():
+                runs.append(write_fake_run(tmp_path / "runs" / f"{label}_f{fraction:g}_s{seed}", label, fraction, seed, quality))
+    report = write_comparison_report(tmp_path, runs)
+    assert len(report["rows"]) == 8 and {row["seed"] for row in report["rows"]} == {0, 1}
+    for entry in report["verdict"]["per_fraction"]:
+        cells = [c for c in report["summary"] if c["fraction"] == entry["fraction"]]
+        assert entry["winner"] == max(cells, key=lambda c: c["mean"])["label"]
+        best = max(cells, key=lambda c: c["mean"])
+        assert all(best["low"] <= value <= best["high"] for value in best["values"])
+    assert [e["winner"] for e in report["verdict"]["per_fraction"]] == ["feature_extraction", "fine_tune_3"]
+    assert report["best"]["label"] == "fine_tune_3" and report["best"]["fraction"] == 1.0
+    html_text = (tmp_path / "report.html").read_text()
+    collector = check_self_contained(html_text)
+    assert sum(1 for ref in collector.references if ref[0] == "img") >= 4  # curves, validation, confusion, gallery
+    markdown = (tmp_path / "report.md").read_text()
+    assert report["verdict"]["text"] in markdown
+    assert summarise(report["rows"]) == report["summary"]
+
+
+def test_report_command_rebuilds_without_importing_tensorflow(tmp_path):
+    for seed in (0, 1):
+        write_fake_run(tmp_path / "compare" / "runs" / f"feature_extraction_f1_s{seed}", "feature_extraction", seed=seed)
+    code = (
+        "import sys\n"
+        "from tfx_transfer.cli import main\n"
+        f"assert main(['report', {str(tmp_path / 'compare')!r}]) == 0\n"
+        "loaded = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert "Report: " in completed.stdout
+    assert (tmp_path / "compare" / "report.html").is_file()
+    assert (tmp_path / "compare" / "runs" / "feature_extraction_f1_s0" / "report.html").is_file()
+
+
+def _chromium() -> str | None:
+    for name in ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome", "headless_shell"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium on this machine")
+def test_report_renders_in_headless_chromium(tmp_path):
+    write_run_report(write_fake_run(tmp_path / "run"))
+    screenshot = tmp_path / "page.png"
+    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={screenshot}",
+                    "--window-size=1100,2000", (tmp_path / "run" / "report.html").as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    pixels = np.asarray(Image.open(screenshot).convert("L"))
+    assert pixels.std() > 10  # something was drawn, not a blank page
