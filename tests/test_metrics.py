@@ -92,6 +92,7 @@ def test_operating_point_is_chosen_on_validation_and_applied_unchanged_to_test()
     assert result["operating_point"]["threshold"] == 0.45
     assert result["confusion_matrix"] == [[1, 1], [1, 1]]  # 0.46 and 0.9 called positive, 0.44 not
     assert result["sensitivity"] == 0.5
+    assert result["argmax"]["accuracy"] == skm.accuracy_score(test_true, (test_positive >= 0.5).astype(int)) == 0.25
     refit = choose_operating_point(test_true, np.stack([1 - test_positive, test_positive], 1), "target_recall", 1, 0.75)
     assert refit.threshold != point.threshold  # test would have chosen otherwise: it was not consulted
 
@@ -128,3 +129,19 @@ def test_most_confused_orders_by_count():
     matrix = np.array([[5, 2, 0], [4, 3, 1], [0, 0, 9]])
     assert [(p["true"], p["predicted"], p["count"]) for p in most_confused(matrix, ["a", "b", "c"])] == [
         ("b", "a", 4), ("a", "b", 2), ("b", "c", 1)]
+
+
+def test_multilabel_metrics_match_scikit_learn_per_label():
+    from tfx_transfer.metrics import multilabel_metrics
+
+    y_true = np.array([[1, 0], [0, 1], [1, 1], [0, 0], [1, 0], [0, 0]])
+    y_score = np.array([[.9, .2], [.3, .7], [.6, .4], [.2, .1], [.4, .3], [.1, .8]])
+    result = multilabel_metrics(y_true, y_score, ["effusion", "pneumonia"], bootstrap=0)
+    per_label = [skm.roc_auc_score(y_true[:, k], y_score[:, k]) for k in range(2)]
+    assert [result["per_label"][n]["roc_auc"] for n in ("effusion", "pneumonia")] == pytest.approx(per_label)
+    assert result["roc_auc"] == pytest.approx(skm.roc_auc_score(y_true, y_score, average="macro"))
+    assert result["accuracy"] == skm.accuracy_score(y_true, (y_score >= 0.5).astype(int))
+    assert result["confusion_matrix"] == skm.multilabel_confusion_matrix(y_true, (y_score >= 0.5).astype(int)).tolist()
+    one_class = multilabel_metrics(np.array([[1, 0], [1, 1]]), np.array([[.9, .1], [.8, .7]]), ["a", "b"], bootstrap=0)
+    assert one_class["per_label"]["a"]["roc_auc"] is None and one_class["roc_auc"] == 1.0
+    assert "labels with one class only: ['a']" in one_class["notes"][0]

@@ -187,3 +187,21 @@ def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["run", "product_defects", "--data", str(tmp_path / "no_such_folder"), "--out", str(tmp_path / "run")]) == 2
     assert "error: Data not found: " in capsys.readouterr().err
     assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_chest_xray_runs_multi_label_on_an_nih_csv(tmp_path, isolated_cache):
+    from datasets import write_nih
+
+    csv_file = write_nih(tmp_path / "nih") / "Data_Entry_2017.csv"
+    overrides = TINY + ["data.options={finding: null}", "data.validation_split=0.25", "data.test_split=0.25",
+                        "training.class_weight=null"]  # balanced weights are single-label only
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tiny NIH files repeat pixel values: leak warnings
+        result = run("chest_xray", data=csv_file, overrides=overrides, out=tmp_path / "run", verbose=0)
+    report = result.report
+    assert report["multi_label"] and report["data"]["class_names"] == ["Effusion", "Pneumonia"]
+    assert set(report["per_label"]) == {"Effusion", "Pneumonia"}
+    assert np.asarray(report["confusion_matrix"]).shape == (2, 2, 2)
+    assert report["metrics"]["operating_point"]["kind"] == "threshold_per_label"
+    with pytest.raises(RecipeError, match=r"data.options: .*unexpected keyword argument 'findings'"):
+        run("chest_xray", data=csv_file, overrides=TINY + ["data.options={findings: null}"], out=tmp_path / "bad", verbose=0)

@@ -280,8 +280,9 @@ def comparison_sections(comparison: dict, reports: dict[str, dict], level: str =
         (f"{level}Validation curves (convergence)", render.html_image(render.figure_to_data_uri(
             _validation_curves_figure(seed0)), "validation curves")),
         (f"{level}Best configuration: {best.get('label')} at fraction {best.get('fraction'):g}, seed {best.get('seed')}",
-         render.html_image(render.figure_to_data_uri(confusion_figure(best["confusion_matrix"], best["data"]["class_names"])),
-                           "confusion matrix of the best configuration")
+         (render.paragraph("Multi-label: see the run's report for its per-label table.", "note") if best.get("multi_label") else
+          render.html_image(render.figure_to_data_uri(confusion_figure(best["confusion_matrix"], best["data"]["class_names"])),
+                            "confusion matrix of the best configuration"))
          + (render.html_table(["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]]
                                                               for p in best["most_confused"]], 2) if best["most_confused"] else "")),
         (f"{level}Most confidently wrong test images (best configuration)", gallery_html(best["confidently_wrong"])),

@@ -176,6 +176,15 @@ def bootstrap_interval(name: str, y_true, y_score, point: OperatingPoint, resamp
     return float(low), float(high)
 
 
+def _brier(y_true, y_score) -> float:
+    if y_score.shape[1] == 2:
+        return float(skm.brier_score_loss(y_true == 1, y_score[:, 1]))
+    sums = y_score.sum(axis=1, keepdims=True)
+    # float32 softmax rows sum to 1 only within rounding, which scikit-learn's check rejects.
+    normalised = np.divide(y_score, sums, out=np.full_like(y_score, 1.0 / y_score.shape[1]), where=sums > 0)
+    return float(skm.brier_score_loss(y_true, normalised, labels=list(range(y_score.shape[1]))))
+
+
 def most_confused(matrix: np.ndarray, class_names: list[str], top: int = 5) -> list[dict]:
     """The largest off-diagonal cells: `[{"true": a, "predicted": b, "count": n}, ...]`."""
     matrix = np.asarray(matrix)
@@ -199,6 +208,8 @@ def classification_metrics(y_true, y_score, class_names: list[str], point: Opera
     Returns:
         A JSON-ready dict: `accuracy`, `balanced_accuracy`, `macro_f1`, `weighted_f1`, `roc_auc`,
         `average_precision`, `brier`, `ece`, `sensitivity`/`specificity` (two classes),
+        `argmax` (accuracy, balanced accuracy and macro-F1 of the most probable class, when the
+        operating point is a threshold),
         `primary` (`name`, `value`, `low`, `high`), `per_class`, `confusion_matrix`,
         `most_confused`, `n`, `notes`.
 
@@ -213,9 +224,6 @@ def classification_metrics(y_true, y_score, class_names: list[str], point: Opera
             f"Expected y_score of shape (n, num_classes) = ({len(y_true)}, {len(class_names)}). "
             f"Received: {y_score.shape}"
         )
-    sums = y_score.sum(axis=1, keepdims=True)
-    # float32 softmax rows sum to 1 only within rounding; scikit-learn's Brier score checks it.
-    y_score = np.divide(y_score, sums, out=np.full_like(y_score, 1.0 / y_score.shape[1]), where=sums > 0)
     point = point or OperatingPoint()
     y_pred = point.predict(y_score)
     labels = list(range(len(class_names)))
@@ -228,11 +236,14 @@ def classification_metrics(y_true, y_score, class_names: list[str], point: Opera
         "weighted_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
         "roc_auc": score("roc_auc", y_true, y_score, y_pred, point.positive_index),
         "average_precision": average_precision(y_true, y_score, point.positive_index),
-        "brier": float(skm.brier_score_loss(y_true, y_score, labels=labels)) if len(labels) > 2 else
-        float(skm.brier_score_loss(y_true == 1, y_score[:, 1])),
+        "brier": _brier(y_true, y_score),
         "ece": expected_calibration_error(y_true, y_score),
         "operating_point": point.to_dict(),
     }
+    if point.kind != "argmax":
+        # The usual decision (most probable class), for comparison with published accuracies.
+        argmax = y_score.argmax(axis=1)
+        result["argmax"] = {name: score(name, y_true, y_score, argmax) for name in ("accuracy", "balanced_accuracy", "macro_f1")}
     if result["roc_auc"] is None:
         roc_auc(y_true, y_score, notes)
     if len(class_names) == 2:
@@ -254,6 +265,87 @@ def classification_metrics(y_true, y_score, class_names: list[str], point: Opera
     interval = bootstrap_interval(primary_metric, y_true, y_score, point, bootstrap, seed) if bootstrap and value is not None else None
     result["primary"] = {"name": primary_metric, "value": value,
                          "low": None if interval is None else interval[0],
+                         "high": None if interval is None else interval[1]}
+    result["notes"] = notes
+    return result
+
+
+def multilabel_metrics(y_true, y_score, class_names: list[str], threshold: float = 0.5,
+                       primary_metric: str = "roc_auc", bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Metrics of a multi-label split (one sigmoid per label; an all-zero row: no label).
+
+    `accuracy` is scikit-learn's subset accuracy (every label right); `balanced_accuracy` is the
+    mean over labels; ROC-AUC and average precision are per label (`per_label`) and their macro
+    mean over the labels with both classes present. The confusion matrix is one 2x2 per label.
+
+    Example:
+        >>> multilabel_metrics([[1, 0], [0, 1]], [[.9, .2], [.3, .7]], ["a", "b"], bootstrap=0)["roc_auc"]
+        1.0
+    """
+    y_true = np.asarray(y_true).astype(int)
+    y_score = np.asarray(y_score, float)
+    if y_true.ndim != 2 or y_score.shape != y_true.shape or y_true.shape[1] != len(class_names):
+        raise ValueError(
+            f"Expected multi-label y_true and y_score of shape (n, {len(class_names)}). Received: "
+            f"{y_true.shape} and {y_score.shape}"
+        )
+    y_pred = (y_score >= threshold).astype(int)
+    notes: list[str] = []
+    per_label = {}
+    for k, name in enumerate(class_names):
+        both = 0 < y_true[:, k].sum() < len(y_true)
+        per_label[name] = {
+            "roc_auc": float(skm.roc_auc_score(y_true[:, k], y_score[:, k])) if both else None,
+            "average_precision": float(skm.average_precision_score(y_true[:, k], y_score[:, k])) if y_true[:, k].any() else None,
+            "balanced_accuracy": float(skm.balanced_accuracy_score(y_true[:, k], y_pred[:, k])) if both else None,
+        }
+    undefined = [name for name, row in per_label.items() if row["roc_auc"] is None]
+    if undefined:
+        notes.append(f"roc_auc undefined for labels with one class only: {undefined}")
+
+    def mean(key):
+        values = [row[key] for row in per_label.values() if row[key] is not None]
+        return float(np.mean(values)) if values else None
+
+    def primary_of(t, s):
+        if primary_metric == "roc_auc":
+            values = [skm.roc_auc_score(t[:, k], s[:, k]) for k in range(t.shape[1]) if 0 < t[:, k].sum() < len(t)]
+            return float(np.mean(values)) if values else None
+        predicted = (s >= threshold).astype(int)
+        if primary_metric == "accuracy":
+            return float(skm.accuracy_score(t, predicted))
+        if primary_metric == "macro_f1":
+            return float(skm.f1_score(t, predicted, average="macro", zero_division=0))
+        raise ValueError(f"{primary_metric!r} is not available for multi-label data; use roc_auc, accuracy or macro_f1")
+
+    report = skm.classification_report(y_true, y_pred, target_names=class_names, output_dict=True, zero_division=0)
+    result = {
+        "n": int(len(y_true)),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": mean("balanced_accuracy"),
+        "macro_f1": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "weighted_f1": float(skm.f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "roc_auc": mean("roc_auc"),
+        "average_precision": mean("average_precision"),
+        "brier": float(np.mean((y_score - y_true) ** 2)),
+        "ece": float(np.mean([expected_calibration_error(y_true[:, k], np.stack([1 - y_score[:, k], y_score[:, k]], 1))
+                              for k in range(len(class_names))])),
+        "operating_point": {"kind": "threshold_per_label", "threshold": threshold},
+        "per_label": per_label,
+        "per_class": {name: {k: float(v) for k, v in report[name].items()} for name in class_names},
+        "confusion_matrix": skm.multilabel_confusion_matrix(y_true, y_pred).tolist(),
+        "most_confused": [],
+    }
+    value = primary_of(y_true, y_score)
+    interval = None
+    if bootstrap and value is not None:
+        rng = np.random.default_rng(seed)
+        values = [v for v in (primary_of(y_true[pick], y_score[pick])
+                              for pick in (rng.integers(0, len(y_true), len(y_true)) for _ in range(bootstrap)))
+                  if v is not None]
+        if len(values) >= bootstrap / 2:
+            interval = tuple(float(v) for v in np.percentile(values, [2.5, 97.5]))
+    result["primary"] = {"name": primary_metric, "value": value, "low": None if interval is None else interval[0],
                          "high": None if interval is None else interval[1]}
     result["notes"] = notes
     return result

@@ -165,6 +165,13 @@ def build_classifier(
     pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
     head = build_head(int(pooled.shape[-1]), num_classes, dropout, task, seed)
     model = keras.Model(inputs, head(pooled), name=f"{spec.name}_classifier")
+    if train_batchnorm:
+        # Keras' momentum 0.99 leaves the moving statistics mostly at their initial values after
+        # a few hundred steps, so a network trained from scratch on a small data set predicts a
+        # constant at inference. 0.9 tracks the batch statistics within a few dozen steps.
+        for layer in find_backbone(model)[0].layers:
+            if _is_batchnorm(layer):
+                layer.momentum = min(layer.momentum, 0.9)
     freeze_backbone(model)
     return model
 

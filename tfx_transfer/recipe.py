@@ -48,6 +48,8 @@ class DataSection:
         validation_split: Share of the images for validation when the layout has no `val`.
         test_split: Share for test when the layout has no `test`.
         positive_class: For two classes, the one that counts as positive (defect, pneumonia).
+        options: Keyword options of the reader, e.g. `{finding: null}` for NIH multi-label over
+            every finding, or `{path_column: file, label_column: grade}` for a CSV.
     """
 
     source: str = ""
@@ -55,6 +57,7 @@ class DataSection:
     validation_split: float = 0.15
     test_split: float = 0.15
     positive_class: str | None = None
+    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,8 @@ def html_table(header: list[str], rows: list[list], numeric_from: int = 1) -> st
             css = ' class="num"' if i >= numeric_from else ""
             cells.append(f"<td{css}>{html.escape(str(cell))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    thead = f"<thead><tr>{head}</tr></thead>" if any(str(cell) for cell in header) else ""
+    return f"<table>{thead}<tbody>{''.join(body)}</tbody></table>"
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from tfx_transfer import render
-from tfx_transfer.metrics import choose_operating_point, classification_metrics
+from tfx_transfer.metrics import choose_operating_point, classification_metrics, multilabel_metrics
 
 GALLERY_SIZE = 12
 
@@ -60,6 +60,8 @@ def build_run_report(run_dir: str | os.PathLike) -> dict:
     facts, history, predictions = load_run(run_dir)
     evaluation = facts["evaluation"]
     class_names = facts["data"]["class_names"]
+    if predictions["test_true"].ndim == 2:
+        return _multilabel_report(facts, history, predictions)
     kind = evaluation["operating_point"]
     positive = evaluation.get("positive_index")
     if kind == "target_recall" and positive is None:
@@ -80,6 +82,25 @@ def build_run_report(run_dir: str | os.PathLike) -> dict:
         most_confused=test["most_confused"],
         confidently_wrong=confidently_wrong(predictions, point, class_names),
         history=history,
+    )
+    return report
+
+
+def _multilabel_report(facts: dict, history: list[dict], predictions: dict) -> dict:
+    """Multi-label runs: per-label ROC-AUC and average precision, 0.5 per label as the decision."""
+    evaluation, class_names = facts["evaluation"], facts["data"]["class_names"]
+    test = multilabel_metrics(predictions["test_true"], predictions["test_score"], class_names,
+                              primary_metric=evaluation["primary_metric"], bootstrap=evaluation.get("bootstrap", 1000),
+                              seed=facts.get("seed", 0))
+    validation = multilabel_metrics(predictions["val_true"], predictions["val_score"], class_names,
+                                    primary_metric=evaluation["primary_metric"], bootstrap=0)
+    details = ("per_class", "per_label", "confusion_matrix", "most_confused")
+    report = dict(facts)
+    report.update(
+        metrics={k: v for k, v in test.items() if k not in details},
+        validation={k: v for k, v in validation.items() if k not in details},
+        per_class=test["per_class"], per_label=test["per_label"], confusion_matrix=test["confusion_matrix"],
+        most_confused=[], confidently_wrong=[], history=history, multi_label=True,
     )
     return report
 
@@ -158,7 +179,7 @@ def gallery_html(items: list[dict]) -> str:
             continue
         thumbnail = Image.fromarray(pixels)
         thumbnail.thumbnail((160, 160))
-        caption = f"true {item['true']}, predicted {item['predicted']} ({item['confidence']:.2f})"
+        caption = f"true {item['true']}, predicted {item['predicted']} (probability {item['confidence']:.2f})"
         figures.append(f"<figure>{render.html_image(render.image_to_data_uri(np.asarray(thumbnail)), caption)}"
                        f"<figcaption>{render.html.escape(caption)}</figcaption></figure>")
     if not figures:
@@ -169,8 +190,12 @@ def gallery_html(items: list[dict]) -> str:
 def _metric_rows(report: dict) -> list[list[str]]:
     names = ["accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "roc_auc", "average_precision",
              "brier", "ece", "sensitivity", "specificity"]
-    return [[name, render.number(report["metrics"].get(name)), render.number(report["validation"].get(name))]
+    rows = [[name, render.number(report["metrics"].get(name)), render.number(report["validation"].get(name))]
             for name in names if name in report["metrics"]]
+    for name, value in report["metrics"].get("argmax", {}).items():
+        rows.append([f"{name} (argmax, no threshold)", render.number(value),
+                     render.number(report["validation"].get("argmax", {}).get(name))])
+    return rows
 
 
 def _facts_rows(report: dict) -> list[list[str]]:
@@ -228,9 +253,15 @@ def render_run_html(report: dict) -> str:
         ("Facts", render.html_table(["", ""], _facts_rows(report), numeric_from=2)),
         ("Metrics", render.html_table(["metric", "test", "validation"], _metric_rows(report))),
         ("Per class (test)", render.html_table(["class", "precision", "recall", "f1", "support"], per_class)),
-        ("Confusion matrix", render.html_image(render.figure_to_data_uri(
-            confusion_figure(report["confusion_matrix"], report["data"]["class_names"])), "confusion matrix")),
     ]
+    if report.get("multi_label"):
+        sections.append(("Per label (test)", render.html_table(
+            ["label", "roc_auc", "average_precision", "balanced_accuracy"],
+            [[name, *(render.number(row[k]) for k in ("roc_auc", "average_precision", "balanced_accuracy"))]
+             for name, row in report["per_label"].items()])))
+    else:
+        sections.append(("Confusion matrix", render.html_image(render.figure_to_data_uri(
+            confusion_figure(report["confusion_matrix"], report["data"]["class_names"])), "confusion matrix")))
     if report["most_confused"]:
         sections.append(("Most confused pairs", render.html_table(
             ["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]] for p in report["most_confused"]], 2)))

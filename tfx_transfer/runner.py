@@ -136,17 +136,17 @@ def prepare_data(recipe: Recipe, data: str | os.PathLike | None = None, scan_cac
             "Expected a folder with one sub-folder per class, a Kermany (train/test/<class>/) or GTSRB "
             "(Final_Training/Images/) layout, or a CSV file."
         )
-    table = load_source(location)
+    try:
+        table = load_source(location, **recipe.data.options)
+    except TypeError as error:  # an option the reader does not take
+        raise RecipeError(recipe.path or "recipe", "data.options", f"{error}; see the reader's documentation "
+                          "in tfx_transfer.sources") from None
     if recipe.data.group_pattern and table.groups is None:
         table = apply_group_pattern(table, recipe.data.group_pattern)
     table = drop_unreadable(table, scan_cache=scan_cache)
-    if table.multi_label:
-        raise ValueError(
-            f"'{location}' is multi-label; recipes evaluate single-label classification. Use a "
-            "single finding (NIH: the chest_xray recipe reads Pneumonia vs No Finding) or the train command."
-        )
     splits = split_table(table, recipe.data.validation_split, recipe.data.test_split, seed=recipe.training.seed)
-    return PreparedData(table, splits, source, _positive_index(recipe, table.class_names))
+    positive = None if table.multi_label else _positive_index(recipe, table.class_names)
+    return PreparedData(table, splits, source, positive)
 
 
 def _flip_map(overrides: dict, class_names: list[str]) -> dict:
@@ -257,7 +257,8 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
             "n_train": int(len(train_indices)), "n_train_available": int(len(splits.train)),
             "n_val": int(len(splits.val)), "n_test": int(len(splits.test)), "skipped": skipped,
             "grouped": table.groups is not None, "leaks": len(splits.leaks),
-            "train_counts": np.bincount(table.labels[train_indices], minlength=table.num_classes).tolist(),
+            "train_counts": (table.labels[train_indices].sum(axis=0) if table.multi_label else
+                             np.bincount(table.labels[train_indices], minlength=table.num_classes)).tolist(),
         },
         "augmentation": None if config.augment is None else {
             "policy": config.augment.name,

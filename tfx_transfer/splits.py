@@ -54,7 +54,9 @@ def _carve_groups(indices, labels, groups, fraction, seed, what):
     names, inverse = np.unique(groups.astype(str), return_inverse=True)
     majority = np.array([np.bincount(labels[inverse == g]).argmax() for g in range(len(names))])
     carved_groups = []
-    for label in np.unique(labels):
+    # Per majority class: a class that is never a group's majority (multi-label rows, mixed
+    # groups) has no groups of its own to allocate.
+    for label in np.unique(majority):
         members = np.flatnonzero(majority == label)
         if len(members) < 2:
             raise ValueError(
