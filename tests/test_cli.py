@@ -99,3 +99,30 @@ def test_run_command_reports_recipe_errors_without_a_traceback(capsys):
     assert "error: " in (err := capsys.readouterr().err) and "Did you mean 'epochs'?" in err
     assert main(["compare", "product_defects", "--fractions", "0,1"]) == 2
     assert "Fractions must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_demo_compares_every_recipe_and_ends_with_one_report(tmp_path, capsys, monkeypatch):
+    import json
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from datasets import write_solid_folder
+
+    monkeypatch.setenv("TFX_TRANSFER_CACHE", str(tmp_path / "cache"))
+    data = write_solid_folder(tmp_path / "data", per_class=8)
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "tiny.yaml").write_text(
+        f"name: tiny\ndata:\n  source: {data}\nmodel:\n  backbone: resnet50\n  weights: none\n"
+        "quick:\n  model.image_size: 32\n  training.epochs: 1\n  training.fine_tune_epochs: 1\n"
+        "  training.unfreeze_blocks: 1\n  evaluation.bootstrap: 20\n"
+    )
+    monkeypatch.setattr("tfx_transfer.recipe.recipes_dir", lambda: recipes)
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert f"Report of all recipes: {tmp_path / 'demo' / 'report.html'}" in out.splitlines()[-1]
+    overview = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert [c["recipe"] for c in overview["comparisons"]] == ["tiny"]
+    assert {row["label"] for row in overview["comparisons"][0]["rows"]} == {"scratch", "feature_extraction", "fine_tune_1"}
+    page = (tmp_path / "demo" / "report.html").read_text()
+    assert overview["comparisons"][0]["verdict"]["text"].split(".")[0] in page.replace("&#x27;", "'")

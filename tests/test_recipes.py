@@ -205,3 +205,13 @@ def test_chest_xray_runs_multi_label_on_an_nih_csv(tmp_path, isolated_cache):
     assert report["metrics"]["operating_point"]["kind"] == "threshold_per_label"
     with pytest.raises(RecipeError, match=r"data.options: .*unexpected keyword argument 'findings'"):
         run("chest_xray", data=csv_file, overrides=TINY + ["data.options={findings: null}"], out=tmp_path / "bad", verbose=0)
+
+
+def test_training_section_mirrors_train_config():
+    """The recipe module stays free of TensorFlow, so it repeats TrainConfig's fields: same defaults."""
+    from tfx_transfer.recipe import TrainingSection
+    from tfx_transfer.train import TrainConfig
+
+    config = TrainConfig()
+    for field in dataclasses.fields(TrainingSection):
+        assert getattr(TrainingSection(), field.name) == getattr(config, field.name), field.name

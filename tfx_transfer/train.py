@@ -16,7 +16,6 @@ Early stopping watches `monitor` and restores the best weights. Vocabulary follo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -34,9 +33,9 @@ from tfx_transfer.backbones import assign_blocks, get_backbone_spec
 from tfx_transfer.checkpoint import latest_checkpoint, load_state, restore_optimizer, save_checkpoint, write_atomically
 from tfx_transfer.data import EpochStream, make_dataset
 from tfx_transfer.devices import configure_devices
+from tfx_transfer.features import feature_data
 from tfx_transfer.model import (
     build_classifier,
-    feature_extractor,
     find_backbone,
     trainable_summary,
     unfreeze_top_blocks,
@@ -44,7 +43,6 @@ from tfx_transfer.model import (
 )
 from tfx_transfer.sources import ImageTable
 from tfx_transfer.splits import Splits
-from tfx_transfer.weights import cache_dir
 
 STRATEGIES = ("scratch", "feature_extraction", "fine_tune", "gradual")
 
@@ -292,56 +290,6 @@ def _load_weights_copy(model: keras.Model, run_dir: Path | None, name: str) -> l
     return saved
 
 
-def _data_key(table: ImageTable, indices: np.ndarray) -> str:
-    digest = hashlib.sha1()
-    digest.update(np.asarray(table.labels[indices]).tobytes())
-    if table.paths is not None:
-        for path in table.paths[indices]:
-            stat = os.stat(path)
-            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    else:
-        digest.update(np.ascontiguousarray(table.arrays[indices]).tobytes())
-    if table.rois is not None:
-        digest.update(np.asarray(table.rois[indices]).tobytes())
-    return digest.hexdigest()
-
-
-def extract_features(
-    classifier: keras.Model, table: ImageTable, indices: np.ndarray, config: TrainConfig,
-    augment: AugmentPolicy | None = None, view: int = 0, verbose: int = 1,
-) -> np.ndarray:
-    """Pooled backbone features of the rows `indices`, cached on disk by everything they depend
-    on (backbone, weights source, image size, the files, augmentation and view)."""
-    key = hashlib.sha1(json.dumps({
-        "backbone": config.backbone, "weights": weights_info(classifier).source,
-        "image_size": list(config.image_size), "data": _data_key(table, indices),
-        "augment": repr(augment), "view": view, "seed": config.seed, "grayscale": config.grayscale,
-    }, sort_keys=True).encode()).hexdigest()
-    path = cache_dir() / "features" / f"{key}.npy"
-    if path.is_file():
-        return np.load(path)
-    dataset = make_dataset(
-        table, indices, config.image_size, batch_size=64, augment=augment, seed=config.seed * 7_919 + view
-    )
-    features = feature_extractor(classifier).predict(dataset, verbose=verbose)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(temporary, features)
-    os.replace(temporary, path)
-    return features
-
-
-def _feature_data(classifier, table, splits, config, verbose):
-    views = []
-    augment = config.augment if config.augmented_views > 0 else None
-    for view in range(max(config.augmented_views, 1)):
-        views.append(extract_features(classifier, table, splits.train, config, augment, view, verbose))
-    train_features = np.concatenate(views)
-    train_indices = np.tile(splits.train, len(views))
-    val_features = extract_features(classifier, table, splits.val, config, None, 0, verbose)
-    return train_features, train_indices, val_features
-
-
 def _sample_weights(table, indices, config):
     from tfx_transfer.data import class_weights
 
@@ -425,7 +373,7 @@ def train(
             phase_started = time.perf_counter()
             blocks = _set_phase_trainable(model, phase)
             if phase.cached and features is None:
-                features = _feature_data(model, table, splits, config, verbose)
+                features = feature_data(model, table, splits, config, verbose)
             trainer = head if phase.cached else model
             steps = math.ceil((len(features[1]) if phase.cached else len(train_stream)) / config.batch_size)
             with devices.strategy.scope():  # optimizer variables must live where the model does
