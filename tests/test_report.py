@@ -200,3 +200,17 @@ def test_report_renders_in_headless_chromium(tmp_path):
                    capture_output=True, timeout=120, check=True)
     pixels = np.asarray(Image.open(screenshot).convert("L"))
     assert pixels.std() > 10  # something was drawn, not a blank page
+
+
+def test_report_command_on_one_run_and_on_several(tmp_path, capsys):
+    from tfx_transfer.cli import main
+
+    first = write_fake_run(tmp_path / "a", "feature_extraction", quality=0.7)
+    second = write_fake_run(tmp_path / "b", "fine_tune_3", quality=0.9)
+    assert main(["report", str(first)]) == 0
+    assert capsys.readouterr().out.startswith(f"{first}: Test roc_auc ")
+    assert main(["report", str(first), str(second), "--out", str(tmp_path / "both")]) == 0
+    assert "fine_tune_3 wins" in capsys.readouterr().out
+    assert json.loads((tmp_path / "both" / "report.json").read_text())["verdict"]["per_fraction"][0]["winner"] == "fine_tune_3"
+    assert main(["report", str(tmp_path / "empty_folder")]) == 2
+    assert "holds no run" in capsys.readouterr().err
