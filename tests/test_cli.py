@@ -123,6 +123,9 @@ def test_demo_compares_every_recipe_and_ends_with_one_report(tmp_path, capsys, m
     assert f"Report of all recipes: {tmp_path / 'demo' / 'report.html'}" in out.splitlines()[-1]
     overview = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert [c["recipe"] for c in overview["comparisons"]] == ["tiny"]
-    assert {row["label"] for row in overview["comparisons"][0]["rows"]} == {"scratch", "feature_extraction", "fine_tune_1"}
+    rows = overview["comparisons"][0]["rows"]
+    assert {row["label"] for row in rows} == {"scratch", "feature_extraction", "fine_tune_1"}
+    # --quick: scratch (the costliest graph to build) runs on the full training split only.
+    assert sorted(row["fraction"] for row in rows if row["label"] == "scratch") == [1.0] and len(rows) == 5
     page = (tmp_path / "demo" / "report.html").read_text()
     assert overview["comparisons"][0]["verdict"]["text"].split(".")[0] in page.replace("&#x27;", "'")

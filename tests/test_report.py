@@ -143,6 +143,13 @@ def test_verdict_names_the_cheapest_tied_strategy():
     assert "feature_extraction is the cheapest of the tied strategies (8 s vs 300 s)" in entry["text"]
 
 
+def test_verdict_calls_equal_means_a_tie():
+    summary = [_cell("fine_tune_3", 1.0, 0.636, 0.55, 0.72, seconds=30), _cell("feature_extraction", 1.0, 0.636, 0.55, 0.72, seconds=10)]
+    entry = verdict(summary, "roc_auc")["per_fraction"][0]
+    assert entry["winner"] == "feature_extraction"  # equal scores: the cheaper one first
+    assert "feature_extraction and fine_tune_3 tie: roc_auc 0.636" in entry["text"] and "wins" not in entry["text"]
+
+
 def test_comparison_report_verdict_matches_its_own_table(tmp_path):
     runs = []
     for seed in (0, 1):

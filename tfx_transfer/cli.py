@@ -234,7 +234,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"== {path.stem}: scratch vs feature extraction vs fine-tuning on its built-in data", flush=True)
         fractions = (0.25, 1.0) if args.quick else (0.1, 0.25, 0.5, 1.0)
         report = compare(path, "scratch,feature_extraction,fine_tune", fractions, 1 if args.quick else 2,
-                         out=out / path.stem, quick=args.quick)
+                         out=out / path.stem, quick=args.quick, largest_only=("scratch",) if args.quick else ())
         print(report["verdict"]["text"], flush=True)
         comparisons.append(build_comparison(find_run_dirs(out / path.stem)))
     page = write_overview(out, comparisons)

@@ -92,8 +92,12 @@ def verdict(summary: list[dict], metric: str) -> dict:
         second = ranked[1]
         overlap = winner["low"] is not None and second["high"] is not None and winner["low"] <= second["high"]
         margin = winner["mean"] - second["mean"]
-        text = (f"With {_share(fraction)} ({winner['n_train']} training images), {winner['label']} wins: "
-                f"{metric} {winner['mean']:.3f} vs {second['mean']:.3f} for {second['label']} (+{margin:.3f}). ")
+        if margin < 0.0005:
+            text = (f"With {_share(fraction)} ({winner['n_train']} training images), {winner['label']} and "
+                    f"{second['label']} tie: {metric} {winner['mean']:.3f}. ")
+        else:
+            text = (f"With {_share(fraction)} ({winner['n_train']} training images), {winner['label']} wins: "
+                    f"{metric} {winner['mean']:.3f} vs {second['mean']:.3f} for {second['label']} (+{margin:.3f}). ")
         if overlap:
             tied = [c for c in ranked if c["high"] is not None and winner["low"] <= c["high"]]
             cheapest = min(tied, key=lambda c: c["seconds"])

@@ -306,6 +306,19 @@ class EpochStream:
     def __len__(self) -> int:
         return len(self.indices)
 
+    @property
+    def drop_remainder(self) -> bool:
+        """A last, smaller batch would make Keras trace the training step a second time (tens of
+        seconds for a large backbone on a CPU); with at least two full batches it is dropped. The
+        order changes every epoch, so every image is still seen."""
+        return len(self.indices) >= 2 * self.batch_size
+
+    @property
+    def steps(self) -> int:
+        """Batches per epoch."""
+        full, rest = divmod(len(self.indices), self.batch_size)
+        return full if self.drop_remainder else full + (rest > 0)
+
     def __call__(self, epoch: int) -> tf.data.Dataset:
         seed = _epoch_seed(self.seed, epoch)
         if self._cached is None:
@@ -314,7 +327,8 @@ class EpochStream:
         else:
             dataset = self._cached.shuffle(min(len(self.indices), 8192), seed=seed, reshuffle_each_iteration=False)
         seeds = tf.data.Dataset.random(seed=seed)
-        return _finish(dataset, self.augment, seeds, self.image_size, self.batch_size, False, self.class_weight is not None)
+        return _finish(dataset, self.augment, seeds, self.image_size, self.batch_size, self.drop_remainder,
+                       self.class_weight is not None)
 
 
 def _augment(element, pair, policy, image_size):

@@ -329,7 +329,7 @@ def run(recipe, data: str | os.PathLike | None = None, strategy: str | None = No
 
 
 def parse_strategies(text) -> list[tuple[str, dict]]:
-    """`scratch,feature_extraction,fine_tune:2,fine_tune:6` -> [(label, overrides), ...]."""
+    """`scratch,feature_extraction,fine_tune:2,fine_tune:6` -> [(item, recipe overrides), ...]."""
     items = text.split(",") if isinstance(text, str) else list(text)
     parsed = []
     for item in (i.strip() for i in items if i.strip()):
@@ -339,7 +339,7 @@ def parse_strategies(text) -> list[tuple[str, dict]]:
             if not blocks.isdigit():
                 raise ValueError(f"Expected strategy[:unfrozen_blocks], e.g. fine_tune:4. Received: {item!r}")
             overrides["training.unfreeze_blocks"] = int(blocks)
-        parsed.append((item.replace(":", "_"), overrides))
+        parsed.append((item, overrides))
     if not parsed:
         raise ValueError("No strategy given. Expected e.g. scratch,feature_extraction,fine_tune")
     return parsed
@@ -355,7 +355,7 @@ def parse_fractions(text) -> list[float]:
 
 def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions=(1.0,), seeds: int = 1,
             data: str | os.PathLike | None = None, overrides=None, out: str | os.PathLike | None = None,
-            quick: bool = False, verbose: int = 0, log=print) -> dict:
+            quick: bool = False, verbose: int = 0, log=print, largest_only=()) -> dict:
     """Runs every strategy at every training-set fraction and seed, then writes the comparison report.
 
     The splits are the same for every run; for one seed, the subsets are nested and stratified and
@@ -368,6 +368,8 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
         seeds: Seeds 0..seeds-1; each changes the subset, the head's initial weights and data order.
         data, overrides, out, quick: As in `run`.
         log: Where progress lines go.
+        largest_only: Strategies run only on the largest fraction (the quick demo skips scratch on
+            small subsets: building its training graph alone takes 30-50 s on a CPU).
 
     Returns:
         The comparison report (also written as report.json/.md/.html in `out`).
@@ -386,16 +388,20 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
         raise ValueError(f"seeds must be at least 1. Received: seeds={seeds!r}")
     prepared = prepare_data(recipe, data, scan_cache=out / "scan.json")
     run_dirs = []
-    total = len(variants) * len(fractions) * int(seeds)
+    total = (len(variants) * len(fractions) - len(set(largest_only)) * (len(fractions) - 1)) * int(seeds)
     for seed in range(int(seeds)):
         for fraction in fractions:
-            for label, variant in variants:
-                run_dir = out / "runs" / f"{label}_f{fraction:g}_s{seed}"
+            for item, variant in variants:
+                if item in largest_only and fraction != fractions[-1]:
+                    continue
+                configured = recipe.with_overrides(dict(variant, **{"training.seed": seed}))
+                run_dir = out / "runs" / f"{strategy_label(configured)}_f{fraction:g}_s{seed}"
+                if run_dir in run_dirs:  # e.g. fine_tune and fine_tune:5 when the recipe unfreezes 5
+                    continue
                 run_dirs.append(run_dir)
                 if (run_dir / "report.json").is_file():
                     log(f"[{len(run_dirs)}/{total}] {run_dir.name}: done before, kept")
                     continue
-                configured = recipe.with_overrides(dict(variant, **{"training.seed": seed}))
                 resume = (run_dir / "training" / "checkpoints").is_dir()
                 result = run_prepared(configured, prepared, run_dir, fraction, verbose=verbose, resume=resume,
                                       save_model=False)

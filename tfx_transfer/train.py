@@ -375,7 +375,7 @@ def train(
             if phase.cached and features is None:
                 features = feature_data(model, table, splits, config, verbose)
             trainer = head if phase.cached else model
-            steps = math.ceil((len(features[1]) if phase.cached else len(train_stream)) / config.batch_size)
+            steps = math.ceil(len(features[1]) / config.batch_size) if phase.cached else train_stream.steps
             with devices.strategy.scope():  # optimizer variables must live where the model does
                 loss, metrics = _loss_and_metrics(table.multi_label)
                 optimizer = _optimizer(model, phase, config, steps)
