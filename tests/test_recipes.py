@@ -215,3 +215,15 @@ def test_training_section_mirrors_train_config():
     config = TrainConfig()
     for field in dataclasses.fields(TrainingSection):
         assert getattr(TrainingSection(), field.name) == getattr(config, field.name), field.name
+
+
+def test_data_sample_keeps_a_stratified_share_before_splitting(tmp_path):
+    from tfx_transfer.runner import prepare_data
+
+    data = _two_class_folder(tmp_path / "line7")
+    recipe = load_recipe("product_defects").with_overrides(["data.sample=0.5", "data.positive_class=scratched"])
+    prepared = prepare_data(recipe, data)
+    assert len(prepared.table) == 10 and np.bincount(prepared.table.labels).tolist() == [5, 5]
+    assert sum(prepared.splits.sizes().values()) == 10 and prepared.positive_index == 1
+    with pytest.raises(RecipeError, match=r"data.sample: must be in \(0, 1\]; received 0.0"):
+        recipe.with_overrides(["data.sample=0"])

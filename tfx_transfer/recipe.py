@@ -50,6 +50,8 @@ class DataSection:
         positive_class: For two classes, the one that counts as positive (defect, pneumonia).
         options: Keyword options of the reader, e.g. `{finding: null}` for NIH multi-label over
             every finding, or `{path_column: file, label_column: grade}` for a CSV.
+        sample: Share of the images used at all (stratified, seeded, whole groups), before
+            splitting; below 1 for smoke runs on large data sets.
     """
 
     source: str = ""
@@ -58,6 +60,7 @@ class DataSection:
     test_split: float = 0.15
     positive_class: str | None = None
     options: dict = field(default_factory=dict)
+    sample: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -328,6 +331,8 @@ def _validate_choices(recipe: Recipe, where: str) -> None:
         raise RecipeError(where, "training.class_weight", f"must be balanced or null; received {recipe.training.class_weight!r}")
     _check_range(where, "data.validation_split", recipe.data.validation_split, 0.0, 1.0)
     _check_range(where, "data.test_split", recipe.data.test_split, 0.0, 1.0)
+    if not 0.0 < recipe.data.sample <= 1.0:
+        raise RecipeError(where, "data.sample", f"must be in (0, 1]; received {recipe.data.sample!r}")
     _check_range(where, "evaluation.target_recall", recipe.evaluation.target_recall, 0.0, 1.0, inclusive_high=True)
     for key in ("training.epochs", "training.fine_tune_epochs", "training.batch_size", "model.image_size"):
         section, name = key.split(".")

@@ -143,6 +143,8 @@ def prepare_data(recipe: Recipe, data: str | os.PathLike | None = None, scan_cac
                           "in tfx_transfer.sources") from None
     if recipe.data.group_pattern and table.groups is None:
         table = apply_group_pattern(table, recipe.data.group_pattern)
+    if recipe.data.sample < 1.0:
+        table = table.subset(nested_subset(table, np.arange(len(table)), recipe.data.sample, seed=recipe.training.seed))
     table = drop_unreadable(table, scan_cache=scan_cache)
     splits = split_table(table, recipe.data.validation_split, recipe.data.test_split, seed=recipe.training.seed)
     positive = None if table.multi_label else _positive_index(recipe, table.class_names)
