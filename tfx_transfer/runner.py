@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from tfx_transfer import render
 from tfx_transfer.checkpoint import write_atomically
 from tfx_transfer.embedded import resolve_source
 from tfx_transfer.recipe import Recipe, RecipeError, load_recipe
@@ -278,17 +279,9 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
         "device": result.device,
         "versions": versions(),
     }
-    write_atomically(out / "run.json", json.dumps(facts, indent=2, default=_json_default))
+    render.write_json(out / "run.json", facts)
     report = write_run_report(out)
     return RunResult(out, report)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def strategy_label(recipe: Recipe) -> str:
