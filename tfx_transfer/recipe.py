@@ -315,7 +315,7 @@ def _check_range(where: str, key: str, value, low, high, inclusive_high=False) -
 
 
 def _validate_choices(recipe: Recipe, where: str) -> None:
-    from tfx_transfer.augment import POLICIES
+    from tfx_transfer.augment import POLICIES, make_policy
     from tfx_transfer.backbones import BACKBONES
     from tfx_transfer.train import STRATEGIES
 
@@ -350,8 +350,6 @@ def _validate_choices(recipe: Recipe, where: str) -> None:
     if recipe.evaluation.operating_point == "target_recall" and recipe.data.positive_class is None:
         raise RecipeError(where, "evaluation.operating_point",
                           "target_recall needs data.positive_class (the class whose recall is targeted)")
-    from tfx_transfer.augment import make_policy
-
     overrides = dict(recipe.augmentation.overrides)
     if overrides.get("flip_map") is not None:
         flip_map = overrides["flip_map"]

@@ -167,13 +167,13 @@ def gallery_html(items: list[dict]) -> str:
     """Thumbnails of confidently wrong images, read from their files (nothing if files are gone)."""
     from PIL import Image
 
+    from tfx_transfer.images import read_image
+
     figures = []
     for item in items:
         if not item.get("path") or not Path(item["path"]).is_file():
             continue
         try:
-            from tfx_transfer.images import read_image
-
             pixels = read_image(item["path"])
         except (OSError, ValueError):
             continue
