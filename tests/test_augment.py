@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfx_transfer.augment import POLICIES, augment_image, make_policy
+from tfx_transfer.augment import (
+    POLICIES,
+    TEST_TIME_VIEWS,
+    augment_image,
+    check_test_time_views,
+    make_policy,
+    symmetric_view,
+)
 
 
 def _asymmetric_image(size=32):
@@ -95,3 +102,30 @@ def test_unknown_policy_and_parameter():
         make_policy("medical")
     with pytest.raises(ValueError, match=r"Unknown augmentation parameter\(s\) \['rotaton'\] for policy 'xray'"):
         make_policy("xray", {"rotaton": 3})
+
+
+@pytest.mark.parametrize("views", TEST_TIME_VIEWS)
+def test_test_time_views_are_distinct_and_form_a_group(views):
+    image = tf.constant(_asymmetric_image()[None])
+    viewed = [symmetric_view(image, index).numpy() for index in range(views)]
+    # Distinct: no view repeats another, so averaging really covers `views` orientations.
+    assert len({item.tobytes() for item in viewed}) == views
+    # Closed: every view of every view is again one of the views (a group, so the mean is symmetric).
+    for index in range(views):
+        for item in viewed:
+            again = symmetric_view(tf.constant(item), index).numpy().tobytes()
+            assert again in {v.tobytes() for v in viewed}
+
+
+@pytest.mark.parametrize("views", [2, 4, 8])
+def test_test_time_views_follow_what_the_policy_trained(views):
+    check_test_time_views(views, POLICIES["defects"])
+    with pytest.raises(ValueError, match=rf"{views} test-time views need training augmentation with horizontal_flip.*"
+                                         r"policy 'xray' lacks horizontal_flip"):
+        check_test_time_views(views, POLICIES["xray"])
+    relabelling = make_policy("traffic_signs", {"flip_map": {0: 1, 1: 0}})
+    with pytest.raises(ValueError, match=r"horizontal_flip without a flip_map \(mirroring changes these labels\)"):
+        check_test_time_views(views, relabelling)
+    check_test_time_views(1, POLICIES["xray"])
+    with pytest.raises(ValueError, match=r"test_time_views must be one of \(1, 2, 4, 8\)\. Received: 3"):
+        check_test_time_views(3, POLICIES["defects"])

@@ -155,6 +155,9 @@ def test_unknown_section_suggests_the_closest(tmp_path):
     ("augmentation:\n  policy: xray\n  overrides:\n    horizontal_flip: true\n", r"augmentation: .*unsafe for 'xray'"),
     ("evaluation:\n  operating_point: target_recall\n", r"needs data.positive_class"),
     ("quick:\n  training.epoch: 1\n", r"training.epoch: unknown key. Did you mean 'epochs'\?"),
+    ("evaluation:\n  test_time_views: 3\n", r"evaluation.test_time_views: must be one of 1, 2, 4, 8; received 3"),
+    ("augmentation:\n  policy: xray\nevaluation:\n  test_time_views: 4\n",
+     r"evaluation.test_time_views: 4 test-time views need .*policy 'xray' lacks horizontal_flip, vertical_flip"),
 ])
 def test_bad_values_are_named_with_the_fix(tmp_path, text, expected):
     with pytest.raises(RecipeError, match=expected):

@@ -219,3 +219,58 @@ def augment_image(image, label, policy: AugmentPolicy, seed):
     if policy.blur:
         image = tf.cond(_uniform(seeds[11], 0.0, 1.0) < policy.blur, lambda: _blur(image), lambda: image)
     return tf.clip_by_value(image, 0.0, 255.0), label
+
+
+#: Numbers of test-time views, each a symmetry group of the square: 2 = mirror, 4 = both mirrors,
+#: 8 = both mirrors and quarter turns.
+TEST_TIME_VIEWS = (1, 2, 4, 8)
+
+
+def check_test_time_views(views: int, policy: AugmentPolicy | None) -> None:
+    """Refuses test-time views the training policy does not make safe.
+
+    A view is only safe to average over when training taught the model that it does not change
+    the label: a mirrored chest or traffic sign is another image, not another view.
+
+    Raises:
+        ValueError: for a number not in `TEST_TIME_VIEWS`, or views the policy does not allow.
+
+    Example:
+        >>> check_test_time_views(4, POLICIES["defects"])
+    """
+    if views not in TEST_TIME_VIEWS:
+        raise ValueError(f"test_time_views must be one of {TEST_TIME_VIEWS}. Received: {views!r}")
+    if views == 1:
+        return
+    policy = policy or POLICIES["none"]
+    needed = {2: ("horizontal_flip",), 4: ("horizontal_flip", "vertical_flip"),
+              8: ("horizontal_flip", "vertical_flip", "rotate90")}[views]
+    missing = [operation for operation in needed if not getattr(policy, operation)]
+    if policy.flip_map is not None:
+        missing.append("horizontal_flip without a flip_map (mirroring changes these labels)")
+    if missing:
+        raise ValueError(
+            f"{views} test-time views need training augmentation with {', '.join(needed)}; policy "
+            f"{policy.name!r} lacks {', '.join(missing)}. Use test_time_views: 1, or a policy whose "
+            "flips and turns keep the label."
+        )
+
+
+def symmetric_view(images, index: int):
+    """View `index` (0-7) of a batch `[batch, height, width, channels]` of square images.
+
+    0 is the image itself, 1 mirrors left-right, 2 top-bottom, 3 both (a half turn); 4-7 are 0-3
+    after a quarter turn. The first `views` of them form a group, so averaging over them is
+    symmetric.
+
+    Example:
+        >>> symmetric_view(tf.zeros([1, 8, 8, 3]), 3).shape
+        TensorShape([1, 8, 8, 3])
+    """
+    if index >= 4:
+        images = tf.image.rot90(images, 1)
+    if index % 4 in (1, 3):
+        images = tf.image.flip_left_right(images)
+    if index % 4 in (2, 3):
+        images = tf.image.flip_up_down(images)
+    return images

@@ -124,12 +124,16 @@ class EvaluationSection:
             chosen on validation as the highest that reaches `target_recall`, then applied to test.
         target_recall: Sensitivity (defect recall) the operating point must reach on validation.
         bootstrap: Resamples of the test split for the 95% interval of the primary metric.
+        test_time_views: Validation and test scores are the mean over this many symmetric views
+            of each image (1, 2, 4 or 8: mirrors and quarter turns), only where the augmentation
+            policy trained the model on those views (see `augment.check_test_time_views`).
     """
 
     primary_metric: str = "accuracy"
     operating_point: str = "argmax"
     target_recall: float = 0.9
     bootstrap: int = 1000
+    test_time_views: int = 1
 
 
 SECTIONS = {
@@ -315,7 +319,7 @@ def _check_range(where: str, key: str, value, low, high, inclusive_high=False) -
 
 
 def _validate_choices(recipe: Recipe, where: str) -> None:
-    from tfx_transfer.augment import POLICIES, make_policy
+    from tfx_transfer.augment import POLICIES, TEST_TIME_VIEWS, check_test_time_views, make_policy
     from tfx_transfer.backbones import BACKBONES
     from tfx_transfer.train import STRATEGIES
 
@@ -358,9 +362,16 @@ def _validate_choices(recipe: Recipe, where: str) -> None:
                               f"expected a mapping of class names (or indices) to their mirror image, received {flip_map!r}")
         overrides["flip_map"] = {0: 0}  # names become indices once the data's classes are known
     try:
-        make_policy(recipe.augmentation.policy, overrides, recipe.augmentation.force)
+        policy = make_policy(recipe.augmentation.policy, overrides, recipe.augmentation.force)
     except ValueError as error:
         raise RecipeError(where, "augmentation", str(error)) from None
+    if recipe.evaluation.test_time_views not in TEST_TIME_VIEWS:
+        raise RecipeError(where, "evaluation.test_time_views", f"must be one of {', '.join(map(str, TEST_TIME_VIEWS))}; "
+                          f"received {recipe.evaluation.test_time_views!r}")
+    try:
+        check_test_time_views(recipe.evaluation.test_time_views, policy)
+    except ValueError as error:
+        raise RecipeError(where, "evaluation.test_time_views", str(error)) from None
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe:

@@ -210,12 +210,21 @@ def _facts_rows(report: dict) -> list[list[str]]:
         ["images", f"train {data['n_train']} (of {data.get('n_train_available', data['n_train'])}), "
                    f"val {data['n_val']}, test {data['n_test']}; skipped {len(data['skipped'])}"],
         ["augmentation", ", ".join(f"{k}={v}" for k, v in augmentation.items())],
+        ["scores", _scores_fact(report.get("evaluation") or {})],
         ["trainable parameters", f"{report['trainable_params']:,}"],
         ["epochs (to best)", f"{report.get('epochs')} ({report.get('epochs_to_best')})"],
         ["time", f"{report['timing']['total_seconds']:.1f} s"],
         ["device", report["device"]],
         ["versions", ", ".join(f"{k} {v}" for k, v in report["versions"].items())],
     ]
+
+
+def _scores_fact(evaluation: dict) -> str:
+    views = evaluation.get("test_time_views", 1)
+    if views == 1:
+        return "one pass per image"
+    return (f"mean over {views} mirrored/turned views per image (test-time augmentation; to reproduce them "
+            f"from model.keras, average its outputs over the same views: tfx_transfer.augment.symmetric_view)")
 
 
 def headline(report: dict) -> str:

@@ -201,12 +201,20 @@ def versions() -> dict:
             "scikit-learn": sklearn.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
-def _predict(model, table: ImageTable, indices: np.ndarray, config) -> np.ndarray:
+def _predict(model, table: ImageTable, indices: np.ndarray, config, views: int = 1) -> np.ndarray:
+    """Scores of the images at `indices`: the mean over `views` symmetric views of each."""
+    from tfx_transfer.augment import symmetric_view
     from tfx_transfer.data import make_dataset
 
     if len(indices) == 0:
         return np.zeros((0, table.num_classes), "float32")
-    return model.predict(make_dataset(table, indices, config.image_size, 64), verbose=0)
+    # Views past the first read the decoded images from memory instead of decoding again.
+    dataset = make_dataset(table, indices, config.image_size, 64, cache="memory" if views > 1 else None)
+    total = 0.0
+    for view in range(views):
+        viewed = dataset if view == 0 else dataset.map(lambda images, _labels, v=view: (symmetric_view(images, v), _labels))
+        total = total + model.predict(viewed, verbose=0)
+    return (total / views).astype("float32")
 
 
 def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike, fraction: float = 1.0,
@@ -229,8 +237,9 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
     if result.stopped:
         raise KeyboardInterrupt(f"Stopped; resume with: tfx-transfer run {recipe.path or recipe.name} --out {out} --resume")
     predict_started = time.perf_counter()
-    val_score = _predict(result.model, table, splits.val, config)
-    test_score = _predict(result.model, table, splits.test, config)
+    views = recipe.evaluation.test_time_views
+    val_score = _predict(result.model, table, splits.val, config, views)
+    test_score = _predict(result.model, table, splits.test, config, views)
     predict_seconds = time.perf_counter() - predict_started
     paths = table.paths[splits.test].astype(str) if table.paths is not None else np.array([], dtype=str)
     temporary = out / ".predictions.tmp.npz"
@@ -269,7 +278,8 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
         "evaluation": {"primary_metric": recipe.evaluation.primary_metric,
                        "operating_point": recipe.evaluation.operating_point,
                        "target_recall": recipe.evaluation.target_recall,
-                       "positive_index": prepared.positive_index, "bootstrap": recipe.evaluation.bootstrap},
+                       "positive_index": prepared.positive_index, "bootstrap": recipe.evaluation.bootstrap,
+                       "test_time_views": views},
         "phases": [asdict(phase) for phase in result.phases],
         "trainable_params": max((phase.trainable_params for phase in result.phases), default=0),
         "epochs_to_best": max(best) if best else None,
