@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tfx_transfer.backbones import list_backbones
@@ -112,20 +114,48 @@ def test_demo_compares_every_recipe_and_ends_with_one_report(tmp_path, capsys, m
     data = write_solid_folder(tmp_path / "data", per_class=8)
     recipes = tmp_path / "recipes"
     recipes.mkdir()
-    (recipes / "tiny.yaml").write_text(
-        f"name: tiny\ndata:\n  source: {data}\nmodel:\n  backbone: resnet50\n  weights: none\n"
-        "quick:\n  model.image_size: 32\n  training.epochs: 1\n  training.fine_tune_epochs: 1\n"
-        "  training.unfreeze_blocks: 1\n  evaluation.bootstrap: 20\n"
-    )
+    for name, backbone in (("tiny", "resnet50"), ("wee", "mobilenet_v2")):
+        (recipes / f"{name}.yaml").write_text(
+            f"name: {name}\ndata:\n  source: {data}\nmodel:\n  backbone: {backbone}\n  weights: none\n"
+            "quick:\n  model.image_size: 32\n  training.epochs: 1\n  training.fine_tune_epochs: 1\n"
+            "  training.unfreeze_blocks: 1\n  evaluation.bootstrap: 20\n"
+        )
     monkeypatch.setattr("tfx_transfer.recipe.recipes_dir", lambda: recipes)
-    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
+    # Two jobs: the recipes run side by side in spawned worker processes.
+    assert main(["demo", "--quick", "--jobs", "2", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     assert f"Report of all recipes: {tmp_path / 'demo' / 'report.html'}" in out.splitlines()[-1]
     overview = json.loads((tmp_path / "demo" / "report.json").read_text())
-    assert [c["recipe"] for c in overview["comparisons"]] == ["tiny"]
-    rows = overview["comparisons"][0]["rows"]
-    assert {row["label"] for row in rows} == {"scratch", "feature_extraction", "fine_tune_1"}
-    # --quick: scratch (the costliest graph to build) runs on the full training split only.
-    assert sorted(row["fraction"] for row in rows if row["label"] == "scratch") == [1.0] and len(rows) == 5
+    assert [c["recipe"] for c in overview["comparisons"]] == ["tiny", "wee"]
     page = (tmp_path / "demo" / "report.html").read_text()
-    assert overview["comparisons"][0]["verdict"]["text"].split(".")[0] in page.replace("&#x27;", "'")
+    for comparison in overview["comparisons"]:
+        rows = comparison["rows"]
+        assert {row["label"] for row in rows} == {"scratch", "feature_extraction", "fine_tune_1"}
+        # --quick: scratch (the costliest graph to build) runs on the full training split only.
+        assert sorted(row["fraction"] for row in rows if row["label"] == "scratch") == [1.0] and len(rows) == 5
+        assert comparison["verdict"]["text"].split(".")[0] in page.replace("&#x27;", "'")
+
+
+def test_demo_names_the_recipe_that_failed_and_keeps_the_others(tmp_path, capsys, monkeypatch):
+    import json
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from datasets import write_solid_folder
+
+    monkeypatch.setenv("TFX_TRANSFER_CACHE", str(tmp_path / "cache"))
+    data = write_solid_folder(tmp_path / "data", per_class=8)
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "good.yaml").write_text(
+        f"name: good\ndata:\n  source: {data}\nmodel:\n  weights: none\ntraining:\n  strategy: feature_extraction\n"
+        "quick:\n  model.image_size: 32\n  training.epochs: 1\n  evaluation.bootstrap: 20\n")
+    (recipes / "lost.yaml").write_text(f"name: lost\ndata:\n  source: {tmp_path / 'nowhere'}\n")
+    monkeypatch.setattr("tfx_transfer.recipe.recipes_dir", lambda: recipes)
+    monkeypatch.setattr("tfx_transfer.demo.STRATEGIES", "feature_extraction")
+    assert main(["demo", "--quick", "--jobs", "1", "--out", str(tmp_path / "demo")]) == 1
+    captured = capsys.readouterr()
+    assert "[lost] failed: FileNotFoundError: Data not found" in captured.out
+    assert re.search(r"error: The comparison of lost failed .*Rerun the same command to continue", captured.err)
+    rows = json.loads((tmp_path / "demo" / "good" / "report.json").read_text())["rows"]
+    assert {row["label"] for row in rows} == {"feature_extraction"}

@@ -223,21 +223,14 @@ def _report(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import time
 
-    from tfx_transfer.comparison import build_comparison, find_run_dirs, write_overview
-    from tfx_transfer.recipe import list_recipes
-    from tfx_transfer.runner import compare
+    from tfx_transfer.demo import run_demo
 
     started = time.perf_counter()
-    out = Path(args.out)
-    comparisons = []
-    for path in list_recipes():
-        print(f"== {path.stem}: scratch vs feature extraction vs fine-tuning on its built-in data", flush=True)
-        fractions = (0.25, 1.0) if args.quick else (0.1, 0.25, 0.5, 1.0)
-        report = compare(path, "scratch,feature_extraction,fine_tune", fractions, 1 if args.quick else 2,
-                         out=out / path.stem, quick=args.quick, largest_only=("scratch",) if args.quick else ())
-        print(report["verdict"]["text"], flush=True)
-        comparisons.append(build_comparison(find_run_dirs(out / path.stem)))
-    page = write_overview(out, comparisons)
+    try:
+        page = run_demo(args.out, quick=args.quick, jobs=args.jobs)
+    except RuntimeError as error:  # some recipe failed; its message was printed as it happened
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"\nDemo finished in {time.perf_counter() - started:.0f} s. Report of all recipes: {page}")
     return 0
 
@@ -291,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="every recipe on its built-in data, strategies compared")
     demo.add_argument("--quick", action="store_true", help="small images, few epochs: under 10 minutes on 2 CPU cores")
     demo.add_argument("--out", default="runs/demo", help="where the runs and the report go (default: %(default)s)")
+    demo.add_argument("--jobs", type=int, help="recipes compared at once in worker processes "
+                                               "(default: one per recipe, at most CPU cores + 1)")
     demo.set_defaults(func=_demo)
 
     commands.add_parser("showcase", help="the offline ImageNet weights at work, and block slicing").set_defaults(func=_showcase)

@@ -203,18 +203,23 @@ def versions() -> dict:
 
 def _predict(model, table: ImageTable, indices: np.ndarray, config, views: int = 1) -> np.ndarray:
     """Scores of the images at `indices`: the mean over `views` symmetric views of each."""
+    import tensorflow as tf
+
     from tfx_transfer.augment import symmetric_view
     from tfx_transfer.data import make_dataset
 
     if len(indices) == 0:
         return np.zeros((0, table.num_classes), "float32")
-    # Views past the first read the decoded images from memory instead of decoding again.
-    dataset = make_dataset(table, indices, config.image_size, 64, cache="memory" if views > 1 else None)
-    total = 0.0
-    for view in range(views):
-        viewed = dataset if view == 0 else dataset.map(lambda images, _labels, v=view: (symmetric_view(images, v), _labels))
-        total = total + model.predict(viewed, verbose=0)
-    return (total / views).astype("float32")
+    dataset = make_dataset(table, indices, config.image_size, 64)
+    if views == 1:
+        return model.predict(dataset, verbose=0)
+    scores = []
+    for images, _labels in dataset:
+        # One batch holds every view of these images: [view 0 of all, view 1 of all, ...].
+        stacked = tf.concat([symmetric_view(images, view) for view in range(views)], axis=0)
+        viewed = np.asarray(model.predict_on_batch(stacked))
+        scores.append(viewed.reshape(views, len(images), -1).mean(axis=0))
+    return np.concatenate(scores).astype("float32")
 
 
 def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike, fraction: float = 1.0,
