@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -103,24 +104,30 @@ def test_run_command_reports_recipe_errors_without_a_traceback(capsys):
     assert "Fractions must be in (0, 1]" in capsys.readouterr().err
 
 
-def test_demo_compares_every_recipe_and_ends_with_one_report(tmp_path, capsys, monkeypatch):
-    import json
+def _demo_recipes(tmp_path, monkeypatch, texts: dict) -> None:
+    """Built-in recipes replaced by `{name: text}`; `{data}` in a text is a tiny class-folder set."""
     import sys
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).parent))
     from datasets import write_solid_folder
 
     monkeypatch.setenv("TFX_TRANSFER_CACHE", str(tmp_path / "cache"))
     data = write_solid_folder(tmp_path / "data", per_class=8)
     recipes = tmp_path / "recipes"
     recipes.mkdir()
-    for name, backbone in (("tiny", "resnet50"), ("wee", "mobilenet_v2")):
-        (recipes / f"{name}.yaml").write_text(
-            f"name: {name}\ndata:\n  source: {data}\nmodel:\n  backbone: {backbone}\n  weights: none\n"
-            "quick:\n  model.image_size: 32\n  training.epochs: 1\n  training.fine_tune_epochs: 1\n"
-            "  training.unfreeze_blocks: 1\n  evaluation.bootstrap: 20\n"
-        )
+    for name, text in texts.items():
+        (recipes / f"{name}.yaml").write_text(text.replace("{data}", str(data)))
     monkeypatch.setattr("tfx_transfer.recipe.recipes_dir", lambda: recipes)
+
+
+def test_demo_compares_every_recipe_and_ends_with_one_report(tmp_path, capsys, monkeypatch):
+    import json
+
+    _demo_recipes(tmp_path, monkeypatch, {
+        name: f"name: {name}\ndata:\n  source: {{data}}\nmodel:\n  backbone: {backbone}\n  weights: none\n"
+              "quick:\n  model.image_size: 32\n  training.epochs: 1\n  training.fine_tune_epochs: 1\n"
+              "  training.unfreeze_blocks: 1\n  evaluation.bootstrap: 20\n"
+        for name, backbone in (("tiny", "resnet50"), ("wee", "mobilenet_v2"))})
     # Two jobs: the recipes run side by side in spawned worker processes.
     assert main(["demo", "--quick", "--jobs", "2", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
@@ -138,20 +145,11 @@ def test_demo_compares_every_recipe_and_ends_with_one_report(tmp_path, capsys, m
 
 def test_demo_names_the_recipe_that_failed_and_keeps_the_others(tmp_path, capsys, monkeypatch):
     import json
-    import sys
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from datasets import write_solid_folder
-
-    monkeypatch.setenv("TFX_TRANSFER_CACHE", str(tmp_path / "cache"))
-    data = write_solid_folder(tmp_path / "data", per_class=8)
-    recipes = tmp_path / "recipes"
-    recipes.mkdir()
-    (recipes / "good.yaml").write_text(
-        f"name: good\ndata:\n  source: {data}\nmodel:\n  weights: none\ntraining:\n  strategy: feature_extraction\n"
-        "quick:\n  model.image_size: 32\n  training.epochs: 1\n  evaluation.bootstrap: 20\n")
-    (recipes / "lost.yaml").write_text(f"name: lost\ndata:\n  source: {tmp_path / 'nowhere'}\n")
-    monkeypatch.setattr("tfx_transfer.recipe.recipes_dir", lambda: recipes)
+    _demo_recipes(tmp_path, monkeypatch, {
+        "good": "name: good\ndata:\n  source: {data}\nmodel:\n  weights: none\n"
+                "quick:\n  model.image_size: 32\n  training.epochs: 1\n  evaluation.bootstrap: 20\n",
+        "lost": f"name: lost\ndata:\n  source: {tmp_path / 'nowhere'}\n"})
     monkeypatch.setattr("tfx_transfer.demo.STRATEGIES", "feature_extraction")
     assert main(["demo", "--quick", "--jobs", "1", "--out", str(tmp_path / "demo")]) == 1
     captured = capsys.readouterr()
