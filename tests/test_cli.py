@@ -95,6 +95,10 @@ def test_compare_command_writes_the_report_and_continues_where_it_stopped(tmp_pa
     assert report["verdict"]["text"] in printed and (out / "report.html").is_file()
     assert main(argv) == 0  # finished runs are kept, not trained again
     assert capsys.readouterr().out.count("done before, kept") == 4
+    # ... but only when the recipe is the same: a changed one must not mix into the kept runs.
+    assert main([*argv, "--set", "training.fine_tune_epochs=2"]) == 2
+    assert re.search(r"fine_tune_1_f0.5_s0' was made with another recipe \(training.fine_tune_epochs: 1 there, 2 now\)"
+                     r".*Compare into a new --out, or delete that run folder", capsys.readouterr().err)
 
 
 def test_run_command_reports_recipe_errors_without_a_traceback(capsys):

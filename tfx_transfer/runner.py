@@ -409,6 +409,7 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
                 if run_dir in run_dirs:  # e.g. fine_tune and fine_tune:5 when the recipe unfreezes 5
                     continue
                 run_dirs.append(run_dir)
+                _check_same_recipe(run_dir, configured)
                 if (run_dir / "report.json").is_file():
                     log(f"[{len(run_dirs)}/{total}] {run_dir.name}: done before, kept")
                     continue
@@ -419,6 +420,39 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
                 log(f"[{len(run_dirs)}/{total}] {run_dir.name}: {primary['name']} "
                     f"{_format(primary['value'])}, {result.report['timing']['total_seconds']:.0f} s")
     return write_comparison_report(out, run_dirs)
+
+
+def _flatten(record: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict) and key not in ("options", "overrides", "force"):  # those are values
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+#: Fields only fine-tuning reads: a change to them leaves scratch and feature-extraction runs valid.
+FINE_TUNING_FIELDS = ("training.fine_tune_epochs", "training.fine_tune_learning_rate", "training.unfreeze_blocks",
+                      "training.unfreeze_from", "training.gradual_every", "training.layer_decay")
+
+
+def _check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
+    """A comparison keeps finished runs only if they were made with the recipe it runs now."""
+    written = run_dir / "recipe.yaml"
+    if not written.is_file():
+        return
+    # Through YAML both ways, so that tuples and lists (and the like) compare equal.
+    before = _flatten(yaml.safe_load(written.read_text()))
+    now = _flatten(yaml.safe_load(yaml.safe_dump(recipe.to_dict(), sort_keys=False)))
+    ignored = ("quick", "description") + (FINE_TUNING_FIELDS if recipe.training.strategy in ("scratch", "feature_extraction") else ())
+    changed = [f"{key}: {before.get(key)!r} there, {now.get(key)!r} now" for key in sorted(set(before) | set(now))
+               if not key.startswith(ignored) and before.get(key) != now.get(key)]
+    if changed:
+        raise ValueError(
+            f"'{run_dir}' was made with another recipe ({'; '.join(changed)}), so it cannot be kept in this "
+            "comparison. Compare into a new --out, or delete that run folder to train it again."
+        )
 
 
 def _format(value) -> str:
