@@ -255,3 +255,11 @@ def test_test_time_views_average_the_model_over_mirrored_images():
     np.testing.assert_allclose(single, model.predict(images[indices], verbose=0), atol=1e-5)
     np.testing.assert_allclose(averaged, expected, atol=1e-5)
     assert not np.allclose(averaged, single, atol=1e-4)  # the views did change the scores
+
+
+def test_recipe_errors_survive_pickling_to_and_from_a_worker_process():
+    import pickle
+
+    error = RecipeError("line7.yaml", "training.epoch", "unknown key. Did you mean 'epochs'?")
+    again = pickle.loads(pickle.dumps(error))
+    assert (type(again), str(again), again.key) == (RecipeError, str(error), "training.epoch")

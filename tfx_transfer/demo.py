@@ -78,6 +78,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", quick: bool = False, jobs: in
     threads = max(1, cores // jobs) if jobs > 1 else None
     tasks = {path: str(out / Path(path).stem) for path in paths}
     failures = {}
+
     def failed(path: str, error: BaseException) -> None:
         failures[Path(path).stem] = error
         print(f"[{Path(path).stem}] failed: {type(error).__name__}: {error}", flush=True)

@@ -235,8 +235,11 @@ class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the file, the key and how to fix it."""
 
     def __init__(self, where: str, key: str | None, message: str):
-        self.where, self.key = where, key
+        self.where, self.key, self.message = where, key, message
         super().__init__(f"{where}: {key + ': ' if key else ''}{message}")
+
+    def __reduce__(self):  # pickles whole, so a demo worker process can report it
+        return type(self), (self.where, self.key, self.message)
 
 
 def _closest(word: str, choices) -> str:
