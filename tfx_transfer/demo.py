@@ -34,7 +34,7 @@ def _prefixed(name: str):
     return log
 
 
-def _compare_one(recipe_path: str, out: str, quick: bool, threads: int | None) -> str:
+def _compare_one(recipe_path: str, out: str, quick: bool, threads: int | None) -> None:
     """One recipe's comparison; runs in a worker process (or in this one with one job)."""
     import logging
 
@@ -51,7 +51,6 @@ def _compare_one(recipe_path: str, out: str, quick: bool, threads: int | None) -
     log("scratch vs feature extraction vs fine-tuning on its built-in data")
     report = compare(recipe_path, out=out, quick=quick, log=log, **plan(quick))
     log(report["verdict"]["text"])
-    return out
 
 
 def run_demo(out: str | os.PathLike = "runs/demo", quick: bool = False, jobs: int | None = None,

@@ -422,14 +422,10 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
     return write_comparison_report(out, run_dirs)
 
 
-def _flatten(record: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in record.items():
-        if isinstance(value, dict) and key not in ("options", "overrides", "force"):  # those are values
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+def _fields(record: dict) -> dict:
+    """`{"section.field": value}` of a resolved recipe (mappings inside a field stay one value)."""
+    return {f"{section}.{field}": value for section, fields in record.items() if isinstance(fields, dict)
+            for field, value in fields.items()} | {key: value for key, value in record.items() if not isinstance(value, dict)}
 
 
 #: Fields only fine-tuning reads: a change to them leaves scratch and feature-extraction runs valid.
@@ -443,8 +439,8 @@ def _check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
     if not written.is_file():
         return
     # Through YAML both ways, so that tuples and lists (and the like) compare equal.
-    before = _flatten(yaml.safe_load(written.read_text()))
-    now = _flatten(yaml.safe_load(yaml.safe_dump(recipe.to_dict(), sort_keys=False)))
+    before = _fields(yaml.safe_load(written.read_text()))
+    now = _fields(yaml.safe_load(yaml.safe_dump(recipe.to_dict(), sort_keys=False)))
     ignored = ("quick", "description") + (FINE_TUNING_FIELDS if recipe.training.strategy in ("scratch", "feature_extraction") else ())
     changed = [f"{key}: {before.get(key)!r} there, {now.get(key)!r} now" for key in sorted(set(before) | set(now))
                if not key.startswith(ignored) and before.get(key) != now.get(key)]
