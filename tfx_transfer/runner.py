@@ -424,8 +424,13 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
 
 def _fields(record: dict) -> dict:
     """`{"section.field": value}` of a resolved recipe (mappings inside a field stay one value)."""
-    return {f"{section}.{field}": value for section, fields in record.items() if isinstance(fields, dict)
-            for field, value in fields.items()} | {key: value for key, value in record.items() if not isinstance(value, dict)}
+    fields = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            fields.update({f"{key}.{field}": inner for field, inner in value.items()})
+        else:
+            fields[key] = value
+    return fields
 
 
 #: Fields only fine-tuning reads: a change to them leaves scratch and feature-extraction runs valid.
