@@ -5,7 +5,7 @@ import pytest
 
 from datasets import write_bad_folder, write_gtsrb, write_solid_folder
 from tfx_transfer.augment import make_policy
-from tfx_transfer.data import class_weights, drop_unreadable, make_dataset, oversample_indices
+from tfx_transfer.data import EpochStream, class_weights, drop_unreadable, make_dataset, oversample_indices, sample_weights
 from tfx_transfer.sources import from_arrays, load_source
 
 
@@ -25,6 +25,24 @@ def test_pipeline_yields_raw_pixels_labels_and_sample_weights(tmp_path):
     colours = images.numpy().astype(float).mean(axis=(1, 2))
     for colour, label in zip(colours, labels.numpy()):
         assert np.argmax(colour) == {"blue": 2, "green": 1, "red": 0}[table.class_names[label]]
+
+
+def test_image_weights_multiply_class_weights_in_training_data_only():
+    from dataclasses import replace
+
+    labels = np.array([0, 0, 0, 1])
+    table = from_arrays(np.zeros((4, 8, 8, 3), np.uint8), labels)
+    table = replace(table, weights=np.array([1.0, 0.5, 0.0, 1 / 3]))
+    balanced = class_weights(labels, 2, "balanced")[labels]
+    np.testing.assert_allclose(sample_weights(table, [0, 1, 2, 3], "balanced"), balanced * table.weights, rtol=1e-6)
+    np.testing.assert_allclose(sample_weights(table, [3, 1], None), [1 / 3, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(sample_weights(table, [3, 1], None, image_weights=False), [1.0, 1.0])
+    stream = EpochStream(table, [0, 1, 2, 3], (8, 8), batch_size=4, cache="memory")
+    _, streamed_labels, weights = next(iter(stream(0)))  # training data: weighted
+    order = [int(np.flatnonzero(np.isclose(table.weights, w))[0]) for w in weights.numpy()]
+    assert sorted(order) == [0, 1, 2, 3] and streamed_labels.numpy().tolist() == labels[order].tolist()
+    assert len(next(iter(make_dataset(table, image_size=(8, 8), batch_size=4)))) == 2  # evaluation: unweighted
+    assert len(next(iter(make_dataset(table, image_size=(8, 8), batch_size=4, image_weights=True)))) == 3
 
 
 def test_bad_input_folder_trains_for_an_epoch_and_lists_skipped_files(tmp_path):

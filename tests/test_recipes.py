@@ -232,6 +232,26 @@ def test_data_sample_keeps_a_stratified_share_before_splitting(tmp_path):
         recipe.with_overrides(["data.sample=0"])
 
 
+def test_weight_column_reads_the_folders_labels_csv_or_warns_without_it(tmp_path):
+    from tfx_transfer.runner import prepare_data
+
+    data = _two_class_folder(tmp_path / "line7")
+    recipe = load_recipe("product_defects").with_overrides(["data.weight_column=sure", "data.positive_class=scratched"])
+    with pytest.warns(UserWarning, match=r"data.weight_column is 'sure' but '.*line7/labels.csv' does not exist: training unweighted"):
+        assert prepare_data(recipe, data).table.weights is None
+    files = sorted(p.relative_to(data).as_posix() for p in data.glob("*/*.png"))
+    sure = {name: 1.0 if name.startswith("ok/") else 0.25 for name in files}
+    (data / "labels.csv").write_text("path,sure\n" + "".join(f"{name},{sure[name]}\n" for name in files))
+    table = prepare_data(recipe, data).table
+    assert [table.weights[i] for i in range(len(table))] == [
+        sure[Path(p).relative_to(data).as_posix()] for p in table.paths]
+    run_dir = run(recipe, data=data, overrides=TINY, out=tmp_path / "run", verbose=0).run_dir
+    facts = json.loads((run_dir / "report.json").read_text())["data"]
+    below = facts["train_counts"][table.class_names.index("scratched")]  # every scratched part weighs 0.25
+    assert facts["image_weights"]["column"] == "sure" and facts["image_weights"]["train_below_1"] == below > 0
+    assert f"| image weights | sure: {below} training images below 1" in (run_dir / "report.md").read_text()
+
+
 def test_test_time_views_average_the_model_over_mirrored_images():
     from types import SimpleNamespace
 

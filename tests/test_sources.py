@@ -7,7 +7,7 @@ from PIL import Image
 
 from datasets import solid_image, write_gtsrb, write_kermany, write_nih, write_solid_folder
 from tfx_transfer.images import read_image
-from tfx_transfer.sources import from_arrays, from_dataframe, from_folder, from_nih, from_tfds, load_source
+from tfx_transfer.sources import from_arrays, from_dataframe, from_folder, from_nih, from_tfds, load_source, with_weights
 
 
 def test_folder_per_class_gives_sorted_class_names_and_labels(tmp_path):
@@ -62,6 +62,43 @@ def test_csv_with_paths_labels_and_groups(tmp_path):
     assert table.class_names == ["blue", "red"]
     assert table.paths[0] == str(tmp_path / "red" / "red_00.png")
     assert table.groups.tolist() == ["p0", "p1", "p0", "p1"]
+
+
+def test_per_image_weights_are_matched_by_path(tmp_path):
+    table = from_folder(write_solid_folder(tmp_path, per_class=2))
+    # Rows in another order than the table, one with an absolute path: matching is by file.
+    rows = [{"path": f"{c}/{c}_{i:02d}.png", "confidence": (k + 1) / 10}
+            for k, (c, i) in enumerate([(c, i) for c in ("red", "green", "blue") for i in (1, 0)])]
+    rows[0]["path"] = str(tmp_path / rows[0]["path"])
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    weighted = with_weights(table, tmp_path / "labels.csv", "confidence")
+    expected = {str(tmp_path / row["path"]): row["confidence"] for row in rows}
+    assert weighted.weights.tolist() == [expected[str(tmp_path / p.split(str(tmp_path) + "/")[-1])] for p in table.paths]
+    assert weighted.subset([3, 0]).weights.tolist() == [weighted.weights[3], weighted.weights[0]]
+    assert table.weights is None  # the table itself is unchanged
+
+
+@pytest.mark.parametrize("rows, expected", [
+    ([{"path": "red/red_00.png", "w": 1.0}], r"5 of 6 images have no row in .*labels.csv', e.g. \[.*green_00.png"),
+    ([{"path": "red/red_00.png", "score": 1.0}], r"Column\(s\) \['w'\] not found in .*Found columns: \['path', 'score'\]"),
+    ([{"path": "red/red_00.png", "w": -1.0}], r"Column 'w' of .* must hold numbers at least 0; 1 row\(s\) do not, e\.g\. \['red/red_00.png'\]"),
+    ([{"path": "red/red_00.png", "w": "high"}], r"must hold numbers at least 0"),
+])
+def test_bad_weight_files_say_what_to_fix(tmp_path, rows, expected):
+    table = from_folder(write_solid_folder(tmp_path, per_class=2))
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(ValueError, match=expected):
+        with_weights(table, tmp_path / "labels.csv", "w")
+
+
+def test_all_zero_weights_and_arrays_are_refused(tmp_path):
+    table = from_folder(write_solid_folder(tmp_path, per_class=1))
+    pd.DataFrame({"path": [p.split(str(tmp_path) + "/")[-1] for p in table.paths], "w": 0.0}).to_csv(tmp_path / "w.csv", index=False)
+    with pytest.raises(ValueError, match=r"Every weight in column 'w' of .*w.csv' is 0: nothing would be learned"):
+        with_weights(table, tmp_path / "w.csv", "w")
+    arrays = from_arrays(np.stack([solid_image((255, 0, 0)), solid_image((0, 0, 255))]), ["red", "blue"])
+    with pytest.raises(ValueError, match=r"matched by file path, but this data has no files .* Unset data.weight_column"):
+        with_weights(arrays, tmp_path / "w.csv", "w")
 
 
 def test_dataframe_missing_column_lists_found_columns():

@@ -60,6 +60,19 @@ def test_each_strategy_trains_and_the_loss_goes_down(strategy, tiny_data):
     assert result.model.input_shape == (None, 32, 32, 3)
 
 
+def test_per_image_weights_reach_the_loss_of_both_phases(tiny_data):
+    from dataclasses import replace
+
+    table, splits = tiny_data
+    # The cached-feature head phase and the fine-tuning phase read weights by different paths.
+    weights = np.ones(len(table))
+    weights[splits.train] = 0.0
+    result = train(replace(table, weights=weights), splits, TrainConfig(strategy="fine_tune", **TINY), verbose=0)
+    assert [h["phase"] for h in result.history] == ["head"] * 3 + ["fine_tune"] * 2
+    assert all(h["loss"] == 0.0 for h in result.history), [h["loss"] for h in result.history]
+    assert all(h["val_loss"] > 0.0 for h in result.history)  # validation stays unweighted
+
+
 def test_feature_extraction_leaves_every_backbone_weight_bit_identical(tiny_data):
     table, splits = tiny_data
     keras.utils.set_random_seed(0)

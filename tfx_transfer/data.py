@@ -11,7 +11,8 @@ is cached), leaves out the unusable ones with a warning naming each, and records
 
 Class imbalance: `fit(class_weight=...)` is unreliable with tf.data in several TF versions
 (tensorflow #33550, #40457), so the pipeline emits a per-example sample weight instead, and can
-oversample minority classes.
+oversample minority classes. Training data multiplies it by the table's per-image `weights` (how
+sure the annotators were of each label); evaluation data stays unweighted.
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ def make_dataset(
     class_weight: str | dict | None = None,
     oversample: bool = False,
     drop_remainder: bool = False,
+    image_weights: bool = False,
 ) -> tf.data.Dataset:
     """Builds the tf.data pipeline for the rows `indices` of `table`.
 
@@ -189,6 +191,8 @@ def make_dataset(
         class_weight: Emit per-example sample weights: `"balanced"`, a dict, or None.
         oversample: Repeat minority-class rows up to the largest class.
         drop_remainder: Drop the last incomplete batch.
+        image_weights: Multiply the sample weights by the table's per-image `weights` (training
+            data; evaluation data is usually left unweighted).
 
     Returns:
         A dataset of `(images, labels)` or `(images, labels, sample_weights)`; images are uint8
@@ -205,11 +209,12 @@ def make_dataset(
     if shuffle and cache != "memory":
         # Without a memory cache, shuffle the cheap file names before decoding (a full shuffle).
         indices = indices[np.random.default_rng(seed).permutation(len(indices))]
-    dataset = _decoded(table, indices, image_size, class_weight, cache)
+    dataset = _decoded(table, indices, image_size, class_weight, cache, image_weights)
     if shuffle and cache == "memory":
         dataset = dataset.shuffle(min(len(indices), 8192), seed=seed, reshuffle_each_iteration=True)
     augment_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    return _finish(dataset, augment, augment_seeds, image_size, batch_size, drop_remainder, class_weight is not None)
+    return _finish(dataset, augment, augment_seeds, image_size, batch_size, drop_remainder,
+                   _weighted(table, class_weight, image_weights))
 
 
 def _check_indices(table: ImageTable, indices) -> np.ndarray:
@@ -219,15 +224,34 @@ def _check_indices(table: ImageTable, indices) -> np.ndarray:
     return indices
 
 
-def _decoded(table: ImageTable, indices: np.ndarray, image_size, class_weight, cache) -> tf.data.Dataset:
-    """Rows `indices` decoded and resized to uint8, with labels and sample weights, cached."""
+def sample_weights(table: ImageTable, indices: np.ndarray, class_weight: str | dict | None = None,
+                   image_weights: bool = True) -> np.ndarray:
+    """The training weight of rows `indices`: their class weight times the table's per-image weight.
+
+    Example:
+        >>> sample_weights(table, splits.train, "balanced")  # doctest: +SKIP
+        array([0.72, 1.63, ...], dtype=float32)
+    """
     labels = table.labels[indices]
     if table.multi_label:
-        class_weights(labels, table.num_classes, class_weight)  # refuses weights for multi-label
-        labels_and_weights = (labels.astype("float32"), np.ones(len(labels), "float32"))
+        class_weights(labels, table.num_classes, class_weight)  # refuses class weights for multi-label
+        weights = np.ones(len(labels))
     else:
         weights = class_weights(labels, table.num_classes, class_weight, table.class_names)[labels]
-        labels_and_weights = (labels.astype("int32"), weights.astype("float32"))
+    if image_weights and table.weights is not None:
+        weights = weights * table.weights[indices]
+    return weights.astype("float32")
+
+
+def _weighted(table: ImageTable, class_weight, image_weights: bool) -> bool:
+    return class_weight is not None or (image_weights and table.weights is not None)
+
+
+def _decoded(table: ImageTable, indices: np.ndarray, image_size, class_weight, cache,
+             image_weights: bool = False) -> tf.data.Dataset:
+    """Rows `indices` decoded and resized to uint8, with labels and sample weights, cached."""
+    labels = table.labels[indices].astype("float32" if table.multi_label else "int32")
+    labels_and_weights = (labels, sample_weights(table, indices, class_weight, image_weights))
     if table.arrays is not None:
         arrays = table.arrays[indices]
         if arrays.shape[-1] == 1:
@@ -301,7 +325,8 @@ class EpochStream:
         self.image_size = tuple(int(side) for side in image_size)
         self.batch_size, self.seed, self.augment = batch_size, seed, augment
         self.cache, self.class_weight = cache, class_weight
-        self._cached = _decoded(table, self.indices, self.image_size, class_weight, cache) if cache is not None else None
+        self._cached = (_decoded(table, self.indices, self.image_size, class_weight, cache, image_weights=True)
+                        if cache is not None else None)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -323,12 +348,12 @@ class EpochStream:
         seed = _epoch_seed(self.seed, epoch)
         if self._cached is None:
             order = self.indices[np.random.default_rng(seed).permutation(len(self.indices))]
-            dataset = _decoded(self.table, order, self.image_size, self.class_weight, None)
+            dataset = _decoded(self.table, order, self.image_size, self.class_weight, None, image_weights=True)
         else:
             dataset = self._cached.shuffle(min(len(self.indices), 8192), seed=seed, reshuffle_each_iteration=False)
         seeds = tf.data.Dataset.random(seed=seed)
         return _finish(dataset, self.augment, seeds, self.image_size, self.batch_size, self.drop_remainder,
-                       self.class_weight is not None)
+                       _weighted(self.table, self.class_weight, image_weights=True))
 
 
 def _augment(element, pair, policy, image_size):

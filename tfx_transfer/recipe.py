@@ -52,6 +52,10 @@ class DataSection:
             every finding, or `{path_column: file, label_column: grade}` for a CSV.
         sample: Share of the images used at all (stratified, seeded, whole groups), before
             splitting; below 1 for smoke runs on large data sets.
+        weight_column: A column of per-image training weights, e.g. how sure the annotators were
+            of each label (1 = certain): in the CSV source itself, or in a folder source's
+            `labels.csv` (columns `path`, relative to the folder, and this one). A folder without
+            that file trains unweighted, with a warning.
     """
 
     source: str = ""
@@ -61,6 +65,7 @@ class DataSection:
     positive_class: str | None = None
     options: dict = field(default_factory=dict)
     sample: float = 1.0
+    weight_column: str | None = None
 
 
 @dataclass(frozen=True)

@@ -209,6 +209,9 @@ def _facts_rows(report: dict) -> list[list[str]]:
         ["classes", ", ".join(data["class_names"])],
         ["images", f"train {data['n_train']} (of {data.get('n_train_available', data['n_train'])}), "
                    f"val {data['n_val']}, test {data['n_test']}; skipped {len(data['skipped'])}"],
+        *([["image weights", f"{data['image_weights']['column']}: {data['image_weights']['train_below_1']} training "
+                             f"images below 1, mean {data['image_weights']['train_mean']:.3f}"]]
+          if data.get("image_weights") else []),
         ["augmentation", ", ".join(f"{k}={v}" for k, v in augmentation.items())],
         ["scores", _scores_fact(report.get("evaluation") or {})],
         ["trainable parameters", f"{report['trainable_params']:,}"],

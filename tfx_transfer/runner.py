@@ -142,6 +142,8 @@ def prepare_data(recipe: Recipe, data: str | os.PathLike | None = None, scan_cac
     except TypeError as error:  # an option the reader does not take
         raise RecipeError(recipe.path or "recipe", "data.options", f"{error}; see the reader's documentation "
                           "in tfx_transfer.sources") from None
+    if recipe.data.weight_column:
+        table = _read_weights(table, Path(location), recipe.data.weight_column)
     if recipe.data.group_pattern and table.groups is None:
         table = apply_group_pattern(table, recipe.data.group_pattern)
     if recipe.data.sample < 1.0:
@@ -150,6 +152,17 @@ def prepare_data(recipe: Recipe, data: str | os.PathLike | None = None, scan_cac
     splits = split_table(table, recipe.data.validation_split, recipe.data.test_split, seed=recipe.training.seed)
     positive = None if table.multi_label else _positive_index(recipe, table.class_names)
     return PreparedData(table, splits, source, positive)
+
+
+def _read_weights(table: ImageTable, location: Path, column: str) -> ImageTable:
+    from tfx_transfer.sources import with_weights
+
+    csv_path = location if location.suffix.lower() == ".csv" else location / "labels.csv"
+    if not csv_path.is_file():
+        warnings.warn(f"data.weight_column is {column!r} but '{csv_path}' does not exist: training unweighted. "
+                      "Add that file (columns path and the weight) or unset data.weight_column.", stacklevel=3)
+        return table
+    return with_weights(table, csv_path, column)
 
 
 def _flip_map(overrides: dict, class_names: list[str]) -> dict:
@@ -276,6 +289,9 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
             "grouped": table.groups is not None, "leaks": len(splits.leaks),
             "train_counts": (table.labels[train_indices].sum(axis=0) if table.multi_label else
                              np.bincount(table.labels[train_indices], minlength=table.num_classes)).tolist(),
+            "image_weights": None if table.weights is None else {
+                "column": recipe.data.weight_column, "train_mean": float(table.weights[train_indices].mean()),
+                "train_below_1": int((table.weights[train_indices] < 1).sum())},
         },
         "augmentation": None if config.augment is None else {
             "policy": config.augment.name,

@@ -40,6 +40,8 @@ class ImageTable:
         groups: Group id per image (patient, track, module), or None.
         splits: Predefined split per image (`train`, `val`, `test`), or None.
         rois: `(n, 4)` crop boxes `(x1, y1, x2, y2)`, or None.
+        weights: Training weight per image, e.g. how sure the annotators were of its label
+            (1 = certain, lower = less); or None for all 1. Multiplies any class weight.
         source: One line describing where the data came from, for reports.
         skipped: `(path, reason)` of files left out (filled by the pipeline's scan).
         decoders: Per file, `"tf"` (native decoder) or `"pil"`; filled by the scan.
@@ -53,6 +55,7 @@ class ImageTable:
     groups: np.ndarray | None = None
     splits: np.ndarray | None = None
     rois: np.ndarray | None = None
+    weights: np.ndarray | None = None
     source: str = ""
     skipped: list[tuple[str, str]] = field(default_factory=list)
     decoders: np.ndarray | None = None
@@ -89,6 +92,7 @@ class ImageTable:
             groups=take(self.groups),
             splits=take(self.splits),
             rois=take(self.rois),
+            weights=take(self.weights),
             decoders=take(self.decoders),
             image_sizes=take(self.image_sizes),
         )
@@ -269,6 +273,48 @@ def from_csv(path: str | os.PathLike, **columns) -> ImageTable:
         raise FileNotFoundError(f"CSV file not found: '{path}'.")
     columns.setdefault("root", path.parent)
     return from_dataframe(pd.read_csv(path), source=f"csv {path}", **columns)
+
+
+def with_weights(table: ImageTable, csv_path: str | os.PathLike, column: str, path_column: str = "path") -> ImageTable:
+    """`table` with per-image training weights read from `column` of a CSV file, matched by path.
+
+    Relative paths in the CSV are relative to its folder. Every image of `table` needs a row.
+
+    Raises:
+        ValueError: if a column is missing, an image has no row, or a weight is not a finite
+            number at least 0 (the message names examples and how to fix them).
+
+    Example:
+        >>> table = with_weights(from_folder("data/line3"), "data/line3/labels.csv", "label_confidence")  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    if table.paths is None:
+        raise ValueError(f"Per-image weights (column {column!r}) are matched by file path, but this data has "
+                         "no files (arrays or TFDS). Unset data.weight_column.")
+    csv_path = Path(csv_path)
+    frame = pd.read_csv(csv_path)
+    missing = [c for c in (path_column, column) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"Column(s) {missing} not found in '{csv_path}'. Found columns: {list(frame.columns)}. "
+                         "Expected a path column and the weight column named by data.weight_column.")
+    weights = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(weights) | (weights < 0)
+    if bad.any():
+        examples = frame[path_column][bad].astype(str).tolist()[:3]
+        raise ValueError(f"Column {column!r} of '{csv_path}' must hold numbers at least 0; {int(bad.sum())} row(s) do "
+                         f"not, e.g. {examples}. Fix or remove those rows.")
+    by_path = {os.path.normpath(p if os.path.isabs(p) else csv_path.parent / p): w
+               for p, w in zip(frame[path_column].astype(str), weights)}
+    keys = [os.path.normpath(p) for p in table.paths]
+    unmatched = [k for k in keys if k not in by_path]
+    if unmatched:
+        raise ValueError(f"{len(unmatched)} of {len(keys)} images have no row in '{csv_path}', e.g. {unmatched[:3]}. "
+                         f"Add a row per image ({path_column} relative to the CSV's folder), or unset data.weight_column.")
+    table_weights = np.array([by_path[k] for k in keys], dtype=float)
+    if not (table_weights > 0).any():
+        raise ValueError(f"Every weight in column {column!r} of '{csv_path}' is 0: nothing would be learned.")
+    return replace(table, weights=table_weights)
 
 
 #: GTSRB class ids 0-42 as snake-case names.

@@ -31,7 +31,7 @@ import tensorflow as tf
 from tfx_transfer.augment import AugmentPolicy
 from tfx_transfer.backbones import assign_blocks, get_backbone_spec
 from tfx_transfer.checkpoint import latest_checkpoint, load_state, restore_optimizer, save_checkpoint, write_atomically
-from tfx_transfer.data import EpochStream, make_dataset
+from tfx_transfer.data import EpochStream, make_dataset, sample_weights
 from tfx_transfer.devices import configure_devices
 from tfx_transfer.features import feature_data
 from tfx_transfer.model import (
@@ -290,15 +290,6 @@ def _load_weights_copy(model: keras.Model, run_dir: Path | None, name: str) -> l
     return saved
 
 
-def _sample_weights(table, indices, config):
-    from tfx_transfer.data import class_weights
-
-    labels = table.labels[indices]
-    if table.multi_label:
-        return np.ones(len(labels), "float32")
-    return class_weights(labels, table.num_classes, config.class_weight, table.class_names)[labels].astype("float32")
-
-
 def _is_better(value, best, monitor):
     if best is None:
         return True
@@ -394,7 +385,7 @@ def train(
                     label_dtype = "float32" if table.multi_label else "int32"
                     train_data = tf.data.Dataset.from_tensor_slices((
                         train_features[order], table.labels[train_indices][order].astype(label_dtype),
-                        _sample_weights(table, train_indices[order], config),
+                        sample_weights(table, train_indices[order], config.class_weight),
                     )).batch(config.batch_size)
                     validation = (val_features, table.labels[splits.val].astype(label_dtype))
                 else:
