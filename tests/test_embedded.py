@@ -14,7 +14,7 @@ from PIL import Image
 
 from tfx_transfer import embedded
 from tfx_transfer.runner import apply_group_pattern
-from tfx_transfer.sources import from_folder, from_gtsrb
+from tfx_transfer.sources import from_folder, from_gtsrb, with_weights
 from tfx_transfer.splits import nested_subset, split_table
 from tfx_transfer.synthetic_signs import SIGN_CLASSES, draw_sign, write_gtsrb
 from tfx_transfer.synthetic_xray import write_kermany
@@ -136,3 +136,5 @@ def test_elpv_is_prepared_from_the_real_data(tmp_path):
         rows = list(csv.DictReader(file))
     assert len(rows) == 2624 and {row["module_type"] for row in rows} == {"mono", "poly"}
     assert all((float(row["defect_probability"]) >= 0.5) == (row["label"] == "defective") for row in rows)
+    weighted = with_weights(table, root / "labels.csv", "label_confidence")
+    assert np.unique(weighted.weights.round(3), return_counts=True)[1].tolist() == [106 + 295, 715 + 1508]

@@ -3,7 +3,8 @@
     elpv            real electroluminescence images of solar cells (ELPV, Deitsch et al. 2019,
                     CC BY-NC-SA 4.0, from the `elpv-dataset` package): `good/` and `defective/`
                     folders, defective when the experts' defect probability is at least 0.5;
-                    `labels.csv` records each cell's probability and module type (mono/poly)
+                    `labels.csv` records each cell's probability, module type (mono/poly) and
+                    label confidence |2p - 1| (1 for p = 0 or 1, 1/3 for the unsure 1/3 and 2/3)
     traffic_signs   generated signs in the GTSRB official layout (`synthetic_signs`)
     chest_xray      generated radiographs in the Kermany layout (`synthetic_xray`)
 
@@ -30,7 +31,7 @@ from tfx_transfer.weights import cache_dir
 
 PREFIX = "embedded:"
 #: Bump a version when its generator changes, so stale caches are not reused.
-VERSIONS = {"elpv": 1, "traffic_signs": 1, "chest_xray": 1}
+VERSIONS = {"elpv": 2, "traffic_signs": 1, "chest_xray": 1}
 
 
 def _write_elpv(root: Path) -> None:
@@ -48,8 +49,10 @@ def _write_elpv(root: Path) -> None:
         name = f"cell{index:04d}_{module_type}.png"
         (root / label).mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.asarray(image, np.uint8)).save(root / label / name)
+        # How far the experts were from undecided (0.5): a training weight for `data.weight_column`.
+        confidence = abs(2 * float(probability) - 1)
         rows.append({"path": f"{label}/{name}", "label": label, "defect_probability": f"{float(probability):.4f}",
-                     "module_type": str(module_type)})
+                     "module_type": str(module_type), "label_confidence": f"{confidence:.4f}"})
     with open(root / "labels.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writeheader()
