@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -73,7 +75,7 @@ def test_per_image_weights_are_matched_by_path(tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
     weighted = with_weights(table, tmp_path / "labels.csv", "confidence")
     expected = {str(tmp_path / row["path"]): row["confidence"] for row in rows}
-    assert weighted.weights.tolist() == [expected[str(tmp_path / p.split(str(tmp_path) + "/")[-1])] for p in table.paths]
+    assert weighted.weights.tolist() == [expected[p] for p in table.paths]
     assert weighted.subset([3, 0]).weights.tolist() == [weighted.weights[3], weighted.weights[0]]
     assert table.weights is None  # the table itself is unchanged
 
@@ -93,7 +95,8 @@ def test_bad_weight_files_say_what_to_fix(tmp_path, rows, expected):
 
 def test_all_zero_weights_and_arrays_are_refused(tmp_path):
     table = from_folder(write_solid_folder(tmp_path, per_class=1))
-    pd.DataFrame({"path": [p.split(str(tmp_path) + "/")[-1] for p in table.paths], "w": 0.0}).to_csv(tmp_path / "w.csv", index=False)
+    relative = [Path(p).relative_to(tmp_path).as_posix() for p in table.paths]
+    pd.DataFrame({"path": relative, "w": 0.0}).to_csv(tmp_path / "w.csv", index=False)
     with pytest.raises(ValueError, match=r"Every weight in column 'w' of .*w.csv' is 0: nothing would be learned"):
         with_weights(table, tmp_path / "w.csv", "w")
     arrays = from_arrays(np.stack([solid_image((255, 0, 0)), solid_image((0, 0, 255))]), ["red", "blue"])
