@@ -245,6 +245,12 @@ def test_weight_column_reads_the_folders_labels_csv_or_warns_without_it(tmp_path
     table = prepare_data(recipe, data).table
     assert [table.weights[i] for i in range(len(table))] == [
         sure[Path(p).relative_to(data).as_posix()] for p in table.paths]
+    # A CSV source carries the weights in its own rows, under its own path column.
+    (data / "parts.csv").write_text("file,grade,sure\n" + "".join(
+        f"{name},{name.split('/')[0]},{sure[name]}\n" for name in files))
+    csv_recipe = recipe.with_overrides({"data.options": {"path_column": "file", "label_column": "grade"}})
+    csv_table = prepare_data(csv_recipe, data / "parts.csv").table
+    assert sorted(csv_table.weights.tolist()) == sorted(sure.values())
     run_dir = run(recipe, data=data, overrides=TINY, out=tmp_path / "run", verbose=0).run_dir
     facts = json.loads((run_dir / "report.json").read_text())["data"]
     below = facts["train_counts"][table.class_names.index("scratched")]  # every scratched part weighs 0.25

@@ -143,7 +143,8 @@ def prepare_data(recipe: Recipe, data: str | os.PathLike | None = None, scan_cac
         raise RecipeError(recipe.path or "recipe", "data.options", f"{error}; see the reader's documentation "
                           "in tfx_transfer.sources") from None
     if recipe.data.weight_column:
-        table = _read_weights(table, Path(location), recipe.data.weight_column)
+        table = _read_weights(table, Path(location), recipe.data.weight_column,
+                              recipe.data.options.get("path_column", "path"))
     if recipe.data.group_pattern and table.groups is None:
         table = apply_group_pattern(table, recipe.data.group_pattern)
     if recipe.data.sample < 1.0:
@@ -154,15 +155,17 @@ def prepare_data(recipe: Recipe, data: str | os.PathLike | None = None, scan_cac
     return PreparedData(table, splits, source, positive)
 
 
-def _read_weights(table: ImageTable, location: Path, column: str) -> ImageTable:
+def _read_weights(table: ImageTable, location: Path, column: str, path_column: str) -> ImageTable:
     from tfx_transfer.sources import with_weights
 
-    csv_path = location if location.suffix.lower() == ".csv" else location / "labels.csv"
+    if location.suffix.lower() == ".csv":  # the source's own rows, with its own path column
+        return with_weights(table, location, column, path_column)
+    csv_path = location / "labels.csv"
     if not csv_path.is_file():
         warnings.warn(f"data.weight_column is {column!r} but '{csv_path}' does not exist: training unweighted. "
                       "Add that file (columns path and the weight) or unset data.weight_column.", stacklevel=3)
         return table
-    return with_weights(table, csv_path, column)
+    return with_weights(table, csv_path, column, "path")
 
 
 def _flip_map(overrides: dict, class_names: list[str]) -> dict:
