@@ -42,7 +42,8 @@ def write_fake_run(folder: Path, label="fine_tune_3", fraction=1.0, seed=0, qual
     (folder / "history.json").write_text(json.dumps(history))
     facts = {
         "recipe": "product_defects", "description": "test", "strategy": label.rsplit("_", 1)[0] if label[-1].isdigit() else label,
-        "label": label, "backbone": "mobilenet_v2", "weights": {"requested": "imagenet", "source": "imagenet: offline", "pretrained": True},
+        "label": label, "backbone": "mobilenet_v2", "weights": {"requested": "imagenet", "source": "imagenet: offline", "pretrained": True}
+        if label != "scratch" else {"requested": None, "source": "random", "pretrained": False},
         "image_size": 96, "grayscale": False, "seed": seed, "fraction": fraction,
         "data": {"source": "embedded:elpv", "reader": "folder", "class_names": CLASS_NAMES, "n_train": int(200 * fraction),
                  "n_train_available": 200, "n_val": n, "n_test": n, "skipped": [["bad.png", "truncated"]],
@@ -172,6 +173,18 @@ def test_comparison_report_verdict_matches_its_own_table(tmp_path):
     markdown = (tmp_path / "report.md").read_text()
     assert report["verdict"]["text"] in markdown
     assert summarise(report["rows"]) == report["summary"]
+    assert "| weights | imagenet: offline |" in markdown  # one source: said once
+
+
+def test_comparison_facts_name_the_weights_of_each_strategy(tmp_path):
+    # A scratch run listed first must not make the whole comparison read "weights: random".
+    runs = [write_fake_run(tmp_path / "runs" / label, label, quality=quality)
+            for label, quality in (("scratch", 0.6), ("feature_extraction", 0.7), ("fine_tune_3", 0.8))]
+    report = write_comparison_report(tmp_path, runs)
+    assert report["facts"]["weights"] == {"random": ["scratch"], "imagenet: offline": ["feature_extraction", "fine_tune_3"]}
+    assert [row["weights"] for row in report["rows"]] == ["random", "imagenet: offline", "imagenet: offline"]
+    text = "| weights | imagenet: offline (feature_extraction, fine_tune_3); random (scratch) |"
+    assert text in (tmp_path / "report.md").read_text()
 
 
 def test_report_command_rebuilds_without_importing_tensorflow(tmp_path):

@@ -4,11 +4,12 @@ Built from finished run folders only (no TensorFlow), so `tfx-transfer report` c
 
 report.json (comparison) holds: `kind: "comparison"`, `recipe`, `primary_metric`, `rows` (one per
 run: `label`, `strategy`, `fraction`, `seed`, `n_train`, the metric names of a run report under
-`metrics`, `primary`, `timing`, `trainable_params`, `epochs_to_best`, `run_dir`), `summary` (one
-per strategy and fraction: `mean`, `low`, `high`, `values`, `n_train`, `seconds`), `verdict`
-(`per_fraction` and `text`), `best` (the best configuration's run report, without history) and
-`facts` (backbone, weights, image size, data counts, skipped files, augmentation, device,
-versions, total time).
+`metrics`, `primary`, `timing`, `trainable_params`, `epochs_to_best`, `weights` (the weights'
+source), `run_dir`), `summary` (one per strategy and fraction: `mean`, `low`, `high`, `values`,
+`n_train`, `seconds`), `verdict` (`per_fraction` and `text`), `best` (the best configuration's run
+report, without history) and `facts` (backbone, weights (each source with the strategies that
+started from it), image size, data counts, skipped files, augmentation, device, versions, total
+time).
 
 The interval of a strategy at one size is the 95% bootstrap interval over test images (averaged
 over seeds), widened to cover every seed's value: it shows both test-set and training noise.
@@ -42,7 +43,7 @@ def row_of(report: dict, run_dir) -> dict:
         "metrics": {name: report["metrics"].get(name) for name in METRIC_NAMES},
         "primary": report["metrics"]["primary"], "timing": report["timing"],
         "trainable_params": report["trainable_params"], "epochs_to_best": report.get("epochs_to_best"),
-        "epochs": report.get("epochs"), "run_dir": str(run_dir),
+        "epochs": report.get("epochs"), "weights": report.get("weights", {}).get("source"), "run_dir": str(run_dir),
     }
 
 
@@ -163,6 +164,23 @@ def _validation_curves_figure(reports: dict[str, dict]):
     return figure
 
 
+def weights_by_source(rows: list[dict]) -> dict[str, list[str]]:
+    """Which strategies started from which weights: `scratch` starts from random weights while the
+    others load ImageNet, and a reviewer must not read one run's weights as everyone's."""
+    sources: dict[str, list[str]] = {}
+    for row in sorted(rows, key=lambda r: r["label"]):
+        labels = sources.setdefault(row.get("weights") or "unknown", [])
+        if row["label"] not in labels:
+            labels.append(row["label"])
+    return sources
+
+
+def _weights_text(weights: dict) -> str:
+    if len(weights) == 1:
+        return next(iter(weights))
+    return "; ".join(f"{source} ({', '.join(labels)})" for source, labels in weights.items())
+
+
 def build_comparison(run_dirs: list[str | os.PathLike], rebuild: bool = False) -> tuple[dict, dict[str, dict]]:
     """The comparison report and the run reports it was built from (keyed by run folder)."""
     reports = {}
@@ -185,7 +203,7 @@ def build_comparison(run_dirs: list[str | os.PathLike], rebuild: bool = False) -
     first = next(iter(reports.values()))
     data = first["data"]
     facts = {
-        "recipes": recipes, "backbone": first["backbone"], "weights": first["weights"], "image_size": first["image_size"],
+        "recipes": recipes, "backbone": first["backbone"], "weights": weights_by_source(rows), "image_size": first["image_size"],
         "data": {"source": data["source"], "class_names": data["class_names"], "n_train_available": data.get("n_train_available"),
                  "n_val": data["n_val"], "n_test": data["n_test"], "skipped": data["skipped"]},
         "augmentation": first.get("augmentation"), "device": first["device"], "versions": first["versions"],
@@ -239,7 +257,7 @@ def _facts_rows(comparison: dict) -> list[list[str]]:
     facts = comparison["facts"]
     augmentation = facts.get("augmentation") or {"policy": "none"}
     return [
-        ["recipe", comparison["recipe"]], ["backbone", facts["backbone"]], ["weights", facts["weights"]["source"]],
+        ["recipe", comparison["recipe"]], ["backbone", facts["backbone"]], ["weights", _weights_text(facts["weights"])],
         ["image size", f"{facts['image_size']} px"], ["data", facts["data"]["source"]],
         ["classes", ", ".join(facts["data"]["class_names"])],
         ["images", f"train {facts['data']['n_train_available']} (subsets: fractions "
