@@ -164,12 +164,12 @@ def _validation_curves_figure(reports: dict[str, dict]):
     return figure
 
 
-def weights_by_source(rows: list[dict]) -> dict[str, list[str]]:
+def _weights_by_source(rows: list[dict]) -> dict[str, list[str]]:
     """Which strategies started from which weights: `scratch` starts from random weights while the
     others load ImageNet, and a reviewer must not read one run's weights as everyone's."""
     sources: dict[str, list[str]] = {}
     for row in sorted(rows, key=lambda r: r["label"]):
-        labels = sources.setdefault(row.get("weights") or "unknown", [])
+        labels = sources.setdefault(row["weights"] or "unknown", [])
         if row["label"] not in labels:
             labels.append(row["label"])
     return sources
@@ -203,7 +203,7 @@ def build_comparison(run_dirs: list[str | os.PathLike], rebuild: bool = False) -
     first = next(iter(reports.values()))
     data = first["data"]
     facts = {
-        "recipes": recipes, "backbone": first["backbone"], "weights": weights_by_source(rows), "image_size": first["image_size"],
+        "recipes": recipes, "backbone": first["backbone"], "weights": _weights_by_source(rows), "image_size": first["image_size"],
         "data": {"source": data["source"], "class_names": data["class_names"], "n_train_available": data.get("n_train_available"),
                  "n_val": data["n_val"], "n_test": data["n_test"], "skipped": data["skipped"]},
         "augmentation": first.get("augmentation"), "device": first["device"], "versions": first["versions"],
