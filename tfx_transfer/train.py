@@ -168,7 +168,9 @@ def plan_phases(config: TrainConfig) -> list[Phase]:
         if not 1 <= config.unfreeze_blocks <= len(spec.blocks):
             raise ValueError(
                 f"unfreeze_blocks must be between 1 and {len(spec.blocks)} for {spec.name}. "
-                f"Received: unfreeze_blocks={config.unfreeze_blocks}"
+                f"Received: unfreeze_blocks={config.unfreeze_blocks}. Lower it (in a recipe: "
+                f"--set training.unfreeze_blocks={len(spec.blocks)} trains every block), or name the lowest block "
+                f"to train with unfreeze_from: {', '.join(spec.block_names)}"
             )
         top = spec.block_names[len(spec.blocks) - config.unfreeze_blocks :]
     if config.strategy == "fine_tune":
