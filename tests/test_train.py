@@ -176,9 +176,11 @@ def test_config_errors_and_warnings():
     with pytest.warns(UserWarning, match=r"fine_tune_learning_rate \(0\.01\) is not lower than the head's learning_rate"):
         TrainConfig(strategy="fine_tune", learning_rate=1e-3, fine_tune_learning_rate=1e-2)
     with pytest.raises(ValueError, match=r"unfreeze_blocks must be between 1 and 5 for resnet50\. Received: unfreeze_blocks=9\. "
-                                         r"Lower it \(in a recipe: --set training\.unfreeze_blocks=5 trains every block\).*"
+                                         r"Choose a value in that range \(in a recipe: --set training\.unfreeze_blocks=5 trains every block\).*"
                                          r"unfreeze_from: stem, conv2, conv3, conv4, conv5"):
         plan_phases(TrainConfig(backbone="resnet50", unfreeze_blocks=9))
+    with pytest.raises(ValueError, match=r"between 1 and 18 for mobilenet_v2\. Received: unfreeze_blocks=0\."):
+        plan_phases(TrainConfig(strategy="fine_tune", unfreeze_blocks=0))
 
 
 def test_gradual_unfreezes_one_more_block_each_phase():

@@ -168,7 +168,7 @@ def plan_phases(config: TrainConfig) -> list[Phase]:
         if not 1 <= config.unfreeze_blocks <= len(spec.blocks):
             raise ValueError(
                 f"unfreeze_blocks must be between 1 and {len(spec.blocks)} for {spec.name}. "
-                f"Received: unfreeze_blocks={config.unfreeze_blocks}. Lower it (in a recipe: "
+                f"Received: unfreeze_blocks={config.unfreeze_blocks}. Choose a value in that range (in a recipe: "
                 f"--set training.unfreeze_blocks={len(spec.blocks)} trains every block), or name the lowest block "
                 f"to train with unfreeze_from: {', '.join(spec.block_names)}"
             )
