@@ -7,7 +7,10 @@ import pytest
 from conftest import small_image_size
 from tfx_transfer.backbones import assign_blocks, get_backbone_spec, list_backbones
 from tfx_transfer.model import (
+    CLASSIFIER_POOLINGS,
     audit_frozen_weights,
+    build_classifier,
+    feature_extractor,
     find_backbone,
     format_trainable_summary,
     freeze_backbone,
@@ -116,6 +119,29 @@ def test_find_backbone_explains_foreign_models():
 def test_load_backbone_rejects_bad_image_size(image_size, match):
     with pytest.raises(ValueError, match=match):
         load_backbone("vgg16", weights=None, image_size=image_size)
+
+
+@pytest.mark.parametrize("pooling", CLASSIFIER_POOLINGS)
+def test_classifier_pooling_reduces_the_backbone_feature_map(pooling):
+    classifier = build_classifier("resnet50", 2, weights=None, image_size=64, pooling=pooling)
+    images = np.random.default_rng(0).uniform(0, 255, (3, 64, 64, 3)).astype("float32")
+    backbone, _ = find_backbone(classifier)
+    first_pooling = classifier.get_layer("pool_avg" if pooling == "avg_max" else "pool")
+    feature_map = keras.Model(classifier.input, first_pooling.input).predict(images, verbose=0)
+    expected = {
+        "avg": feature_map.mean(axis=(1, 2)),
+        "max": feature_map.max(axis=(1, 2)),
+        "avg_max": np.concatenate([feature_map.mean(axis=(1, 2)), feature_map.max(axis=(1, 2))], axis=-1),
+    }[pooling]
+    pooled = feature_extractor(classifier).predict(images, verbose=0)
+    assert pooled.shape == (3, backbone.output_shape[-1] * (2 if pooling == "avg_max" else 1))
+    np.testing.assert_allclose(pooled, expected, rtol=1e-5, atol=1e-6)
+    assert classifier.get_layer("head").input_shape[-1] == pooled.shape[-1]
+
+
+def test_classifier_rejects_an_unknown_pooling():
+    with pytest.raises(ValueError, match=r"pooling must be one of avg, max, avg_max. Received: pooling='gem'"):
+        build_classifier("resnet50", 2, weights=None, image_size=32, pooling="gem")
 
 
 def _classifier(model):

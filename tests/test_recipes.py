@@ -89,6 +89,7 @@ def test_recipe_runs_end_to_end_on_a_new_folder_with_data_alone(path, tmp_path, 
     assert set(resolved) == {"name", "description", "quick", *SECTIONS}
     report = json.loads((run_dir / "report.json").read_text())
     assert report["data"]["class_names"] == ["ok", "scratched"]
+    assert report["pooling"] == resolved["model"]["pooling"]
     assert report["data"]["n_test"] == len(np.load(run_dir / "predictions.npz")["test_true"])
     assert 0.0 <= report["metrics"]["accuracy"] <= 1.0
 
@@ -150,6 +151,7 @@ def test_unknown_section_suggests_the_closest(tmp_path):
                                            r"fine_tune, gradual; received 'finetune'. Did you mean 'fine_tune'\?"),
     ("training:\n  epochs: three\n", r"training.epochs: expected an integer, received 'three'"),
     ("model:\n  backbone: mobilenetv2\n", r"model.backbone: must be one of .*Did you mean 'mobilenet_v2'\?"),
+    ("model:\n  pooling: avgmax\n", r"model.pooling: must be one of avg, max, avg_max; received 'avgmax'. Did you mean 'avg_max'\?"),
     ("data:\n  validation_split: 1.5\n", r"data.validation_split: must be in \[0.0, 1.0\); received 1.5"),
     ("evaluation:\n  primary_metric: auc\n", r"evaluation.primary_metric: must be one of roc_auc, .*Did you mean 'roc_auc'\?"),
     ("augmentation:\n  policy: xray\n  overrides:\n    horizontal_flip: true\n", r"augmentation: .*unsafe for 'xray'"),
@@ -212,12 +214,14 @@ def test_chest_xray_runs_multi_label_on_an_nih_csv(tmp_path, isolated_cache):
 
 def test_training_section_mirrors_train_config():
     """The recipe module stays free of TensorFlow, so it repeats TrainConfig's fields: same defaults."""
-    from tfx_transfer.recipe import TrainingSection
+    from tfx_transfer.recipe import ModelSection, TrainingSection
     from tfx_transfer.train import TrainConfig
 
     config = TrainConfig()
     for field in dataclasses.fields(TrainingSection):
         assert getattr(TrainingSection(), field.name) == getattr(config, field.name), field.name
+    for name in ("backbone", "dropout", "grayscale", "pooling"):
+        assert getattr(ModelSection(), name) == getattr(config, name), name
 
 
 def test_data_sample_keeps_a_stratified_share_before_splitting(tmp_path):

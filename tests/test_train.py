@@ -104,10 +104,11 @@ def test_fine_tune_changes_exactly_the_unfrozen_blocks_and_no_batchnorm_statisti
     assert any(not np.array_equal(l.get_weights()[0], reference_layers[l.name].get_weights()[0]) for l in top_convs)
 
 
-def test_cached_feature_head_equals_in_graph_frozen_head(tiny_data):
+@pytest.mark.parametrize("pooling", ["avg", "avg_max"])
+def test_cached_feature_head_equals_in_graph_frozen_head(tiny_data, pooling):
     table, splits = tiny_data
     keras.utils.set_random_seed(0)
-    classifier = build_classifier("resnet50", 3, weights=None, image_size=32, dropout=0.0, seed=0)
+    classifier = build_classifier("resnet50", 3, weights=None, image_size=32, dropout=0.0, seed=0, pooling=pooling)
     head = classifier.get_layer("head")
     initial = head.get_weights()
     images = make_dataset(table, splits.train, (32, 32), batch_size=6)
@@ -124,6 +125,14 @@ def test_cached_feature_head_equals_in_graph_frozen_head(tiny_data):
     in_graph = head.get_weights()
     for a, b in zip(cached, in_graph):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_feature_cache_keeps_poolings_apart(tiny_data):
+    table, splits = tiny_data
+    average = train(table, splits, TrainConfig(strategy="feature_extraction", **TINY), verbose=0)
+    both = train(table, splits, TrainConfig(strategy="feature_extraction", pooling="avg_max", **TINY), verbose=0)
+    # A reused average-pooled cache (2,048 features) would not even fit the 4,096-wide head.
+    assert average.model.get_layer("head").input_shape[-1] * 2 == both.model.get_layer("head").input_shape[-1] == 4096
 
 
 def test_two_runs_with_one_seed_are_identical(tiny_data):

@@ -1,7 +1,7 @@
 """Pooled backbone features cached on disk: what makes feature extraction cost seconds.
 
 The cache key holds everything the features depend on (backbone, weights source, image size,
-grayscale, the files with their sizes and modification times, augmentation and view), so a
+grayscale, pooling, the files with their sizes and modification times, augmentation and view), so a
 changed file or setting never reuses stale features.
 """
 
@@ -40,11 +40,12 @@ def extract_features(
     augment: AugmentPolicy | None = None, view: int = 0, verbose: int = 1,
 ) -> np.ndarray:
     """Pooled backbone features of the rows `indices`, cached on disk by everything they depend
-    on (backbone, weights source, image size, the files, augmentation and view)."""
+    on (backbone, weights source, image size, pooling, the files, augmentation and view)."""
     key = hashlib.sha1(json.dumps({
         "backbone": config.backbone, "weights": weights_info(classifier).source,
         "image_size": list(config.image_size), "data": data_key(table, indices),
         "augment": repr(augment), "view": view, "grayscale": config.grayscale,
+        "pooling": config.pooling,
         # Without augmentation the seed changes nothing: seeds of a comparison share the features.
         "seed": config.seed if augment is not None else None,
     }, sort_keys=True).encode()).hexdigest()

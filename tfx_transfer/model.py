@@ -27,6 +27,10 @@ from tfx_transfer.backbones import (
 from tfx_transfer.weights import WeightsInfo, load_weights_file, resolve_weights
 
 _POOLING = (None, "avg", "max")
+# The classifier's global pooling. `avg_max` concatenates both (fastai's concat pooling): the
+# average says how much of the image looks like a class, the maximum whether any place does,
+# which is what a small local defect (a crack in one corner) leaves in the feature map.
+CLASSIFIER_POOLINGS = ("avg", "max", "avg_max")
 
 
 def load_backbone(
@@ -132,8 +136,9 @@ def build_classifier(
     train_batchnorm: bool = False,
     seed: int | None = None,
     grayscale: bool = False,
+    pooling: str = "avg",
 ) -> keras.Model:
-    """Builds `raw pixels -> preprocessing -> backbone -> average pooling -> head`.
+    """Builds `raw pixels -> preprocessing -> backbone -> global pooling -> head`.
 
     The backbone comes frozen (`freeze_backbone`); choose what trains with the slicing functions.
 
@@ -148,6 +153,8 @@ def build_classifier(
             only for training from scratch, where there are no ImageNet statistics to keep.
         seed: Seed of the dropout layer.
         grayscale: Convert images to grey inside the model (`Grayscale` layer) before preprocessing.
+        pooling: One of `CLASSIFIER_POOLINGS`: `"avg"` (the Keras default), `"max"`, or
+            `"avg_max"` (both concatenated: twice the features).
 
     Example:
         >>> model = build_classifier("mobilenet_v2", 3, weights=None, image_size=64)
@@ -158,11 +165,21 @@ def build_classifier(
     size = _check_image_size(spec, image_size)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int. Received: num_classes={num_classes!r}")
+    if pooling not in CLASSIFIER_POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(CLASSIFIER_POOLINGS)}. Received: pooling={pooling!r}")
     inputs, features = _backbone_on_raw_pixels(
         spec, weights, size, include_top=False, pooling=None, training=None if train_batchnorm else False,
         grayscale=grayscale,
     )
-    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+    if pooling == "avg_max":
+        pooled = keras.layers.Concatenate(name="pool")([
+            keras.layers.GlobalAveragePooling2D(name="pool_avg")(features),
+            keras.layers.GlobalMaxPooling2D(name="pool_max")(features),
+        ])
+    elif pooling == "max":
+        pooled = keras.layers.GlobalMaxPooling2D(name="pool")(features)
+    else:
+        pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
     head = build_head(int(pooled.shape[-1]), num_classes, dropout, task, seed)
     model = keras.Model(inputs, head(pooled), name=f"{spec.name}_classifier")
     if train_batchnorm:

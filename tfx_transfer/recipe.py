@@ -5,7 +5,7 @@ changed from the command line with `--set section.field=value` (or `--set field=
 name is unique):
 
     data           where the images are and how to split them
-    model          backbone, weights, image size, grayscale input
+    model          backbone, weights, image size, grayscale input, pooling
     training       strategy and its schedule (the fields of `TrainConfig`)
     augmentation   a domain policy, parameter overrides and forced operations with reasons
     evaluation     the primary metric and the operating point
@@ -76,6 +76,7 @@ class ModelSection:
         image_size: Side of the square input in pixels.
         dropout: Dropout before the last layer.
         grayscale: Convert every image to grey inside the model (replicated to 3 channels).
+        pooling: Global pooling before the head: `avg`, `max` or `avg_max` (both, concatenated).
     """
 
     backbone: str = "mobilenet_v2"
@@ -83,6 +84,7 @@ class ModelSection:
     image_size: int = 96
     dropout: float = 0.2
     grayscale: bool = False
+    pooling: str = "avg"
 
 
 @dataclass(frozen=True)
@@ -329,9 +331,11 @@ def _check_range(where: str, key: str, value, low, high, inclusive_high=False) -
 def _validate_choices(recipe: Recipe, where: str) -> None:
     from tfx_transfer.augment import POLICIES, TEST_TIME_VIEWS, check_test_time_views, make_policy
     from tfx_transfer.backbones import BACKBONES
+    from tfx_transfer.model import CLASSIFIER_POOLINGS
     from tfx_transfer.train import STRATEGIES
 
     _check_choice(where, "model.backbone", recipe.model.backbone, sorted(BACKBONES))
+    _check_choice(where, "model.pooling", recipe.model.pooling, CLASSIFIER_POOLINGS)
     if recipe.model.weights not in WEIGHTS_CHOICES and not Path(recipe.model.weights).suffix:
         raise RecipeError(where, "model.weights", f"must be imagenet, none or a weights file; received {recipe.model.weights!r}")
     _check_choice(where, "training.strategy", recipe.training.strategy, STRATEGIES)

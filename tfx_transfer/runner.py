@@ -202,7 +202,7 @@ def train_config(recipe: Recipe, class_names: list[str]):
     return TrainConfig(
         **asdict(recipe.training), backbone=recipe.model.backbone, weights=weights,
         image_size=(recipe.model.image_size, recipe.model.image_size), dropout=recipe.model.dropout,
-        grayscale=recipe.model.grayscale, augment=None if policy.is_identity else policy,
+        grayscale=recipe.model.grayscale, pooling=recipe.model.pooling, augment=None if policy.is_identity else policy,
     )
 
 
@@ -283,6 +283,7 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
                     "pretrained": result.weights_source != "random"},
         "image_size": recipe.model.image_size,
         "grayscale": recipe.model.grayscale,
+        "pooling": recipe.model.pooling,
         "seed": recipe.training.seed,
         "fraction": fraction,
         "data": {

@@ -83,6 +83,7 @@ class TrainConfig:
             get the phase's rate, each block below it `layer_decay` times the rate of the block
             above (e.g. 0.5). None: one rate for everything.
         grayscale: Convert images to grey inside the model (radiographs).
+        pooling: Global pooling before the head: `avg`, `max` or `avg_max` (both, concatenated).
     """
 
     strategy: str = "fine_tune"
@@ -113,6 +114,7 @@ class TrainConfig:
     distribution: str = "auto"
     layer_decay: float | None = None
     grayscale: bool = False
+    pooling: str = "avg"
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -337,6 +339,7 @@ def train(
             config.backbone, table.num_classes, config.weights, config.image_size, config.dropout,
             task="multilabel" if table.multi_label else "multiclass",
             train_batchnorm=config.strategy == "scratch", seed=config.seed, grayscale=config.grayscale,
+            pooling=config.pooling,
         )
     head = model.get_layer("head")
     state = {"global_epoch": 0, "phase_index": 0, "phase_epoch": 0, "history": [], "phases": [],
