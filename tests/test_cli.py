@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tfx_transfer.backbones import list_backbones
 from tfx_transfer.cli import main
@@ -93,7 +94,11 @@ def test_compare_command_writes_the_report_and_continues_where_it_stopped(tmp_pa
     small = next(r for r in report["rows"] if r["fraction"] == 0.5)
     assert small["n_train"] < next(r for r in report["rows"] if r["fraction"] == 1.0)["n_train"]
     assert report["verdict"]["text"] in printed and (out / "report.html").is_file()
-    assert main(argv) == 0  # finished runs are kept, not trained again
+    for written in out.glob("runs/*/recipe.yaml"):  # as if made by a version before model.pooling existed
+        resolved = yaml.safe_load(written.read_text())
+        del resolved["model"]["pooling"]
+        written.write_text(yaml.safe_dump(resolved))
+    assert main(argv) == 0  # finished runs are kept, not trained again (a field they lack had its default)
     assert capsys.readouterr().out.count("done before, kept") == 4
     # ... but only when the recipe is the same: a changed one must not mix into the kept runs.
     assert main([*argv, "--set", "training.fine_tune_epochs=2"]) == 2
@@ -161,3 +166,15 @@ def test_demo_names_the_recipe_that_failed_and_keeps_the_others(tmp_path, capsys
     assert re.search(r"error: The comparison of lost failed .*Rerun the same command to continue", captured.err)
     rows = json.loads((tmp_path / "demo" / "good" / "report.json").read_text())["rows"]
     assert {row["label"] for row in rows} == {"feature_extraction"}
+
+    # After an upgrade that changed a recipe, the demo sets the older runs aside and trains them again.
+    recipe = tmp_path / "recipes" / "good.yaml"
+    recipe.write_text(recipe.read_text().replace("training.epochs: 1", "training.epochs: 2"))
+    (tmp_path / "recipes" / "lost.yaml").unlink()
+    assert main(["demo", "--quick", "--jobs", "1", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\[good\] feature_extraction_f1_s0: made with another recipe \(training.epochs: 1 there, 2 now\); "
+                     r"moved to .*stale.feature_extraction_f1_s0_\d{8}-\d{6}, training it again", out)
+    assert len(list((tmp_path / "demo" / "good" / "stale").glob("feature_extraction_f*"))) == 2
+    for run in (tmp_path / "demo" / "good" / "runs").glob("*"):
+        assert yaml.safe_load((run / "recipe.yaml").read_text())["training"]["epochs"] == 2

@@ -26,7 +26,7 @@ _EXPORTS = {
     "unfreeze_top_blocks": "model", "weights_info": "model", "build_classifier": "model",
     "WeightsInfo": "weights", "available_weights": "weights", "import_weights": "weights",
     "Recipe": "recipe", "load_recipe": "recipe",
-    "run": "runner", "compare": "runner", "run_demo": "demo",
+    "run": "runner", "compare": "sweep", "run_demo": "demo",
     "build_run_report": "report", "write_run_report": "report",
     "write_comparison_report": "comparison",
     "TrainConfig": "train", "train": "train",

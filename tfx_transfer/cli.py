@@ -188,7 +188,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from tfx_transfer.runner import compare, default_out
+    from tfx_transfer.runner import default_out
+    from tfx_transfer.sweep import compare
 
     from tfx_transfer.recipe import load_recipe
 

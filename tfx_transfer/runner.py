@@ -1,4 +1,4 @@
-"""Running recipes: one run (`run`) or a comparison of strategies x training-set sizes (`compare`).
+"""Running a recipe: one run (`run`); `tfx_transfer.sweep` runs many of them as a comparison.
 
 A run reads the recipe's data, splits it, trains, predicts the validation and test splits and
 writes a run folder:
@@ -9,10 +9,6 @@ writes a run folder:
     predictions.npz    validation and test labels and probabilities, test file paths
     model.keras        the trained model (raw RGB pixels in, probabilities out)
     report.json/.md/.html
-
-A comparison runs every (strategy, fraction, seed) on the same splits, nested stratified subsets
-and seeds, each into `runs/<strategy>_f<fraction>_s<seed>/`; finished runs are kept, so an
-interrupted comparison continues where it stopped.
 
 Example:
     >>> result = run("recipes/product_defects.yaml", strategy="feature_extraction")  # doctest: +SKIP
@@ -356,125 +352,3 @@ def run(recipe, data: str | os.PathLike | None = None, strategy: str | None = No
     out = Path(out) if out is not None else default_out(recipe)
     prepared = prepare_data(recipe, data, scan_cache=out / "scan.json")
     return run_prepared(recipe, prepared, out, verbose=verbose, resume=resume)
-
-
-def parse_strategies(text) -> list[tuple[str, dict]]:
-    """`scratch,feature_extraction,fine_tune:2,fine_tune:6` -> [(item, recipe overrides), ...]."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    parsed = []
-    for item in (i.strip() for i in items if i.strip()):
-        name, _, blocks = item.partition(":")
-        overrides = {"training.strategy": name}
-        if blocks:
-            if not blocks.isdigit():
-                raise ValueError(f"Expected strategy[:unfrozen_blocks], e.g. fine_tune:4. Received: {item!r}")
-            overrides["training.unfreeze_blocks"] = int(blocks)
-        parsed.append((item, overrides))
-    if not parsed:
-        raise ValueError("No strategy given. Expected e.g. scratch,feature_extraction,fine_tune")
-    return parsed
-
-
-def parse_fractions(text) -> list[float]:
-    values = [float(v) for v in text.split(",")] if isinstance(text, str) else [float(v) for v in text]
-    bad = [v for v in values if not 0.0 < v <= 1.0]
-    if bad or not values:
-        raise ValueError(f"Fractions must be in (0, 1], e.g. 0.1,0.25,0.5,1.0. Received: {text!r}")
-    return sorted(set(values))
-
-
-def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions=(1.0,), seeds: int = 1,
-            data: str | os.PathLike | None = None, overrides=None, out: str | os.PathLike | None = None,
-            quick: bool = False, verbose: int = 0, log=print, largest_only=()) -> dict:
-    """Runs every strategy at every training-set fraction and seed, then writes the comparison report.
-
-    The splits are the same for every run; for one seed, the subsets are nested and stratified and
-    are the same for every strategy. Cached pooled features make feature extraction cost seconds.
-
-    Args:
-        recipe: A `Recipe` or a recipe file.
-        strategies: Comma-separated strategies; `fine_tune:N` is fine-tuning with N blocks unfrozen.
-        fractions: Shares of the training split, e.g. `[0.1, 0.25, 0.5, 1.0]`.
-        seeds: Seeds 0..seeds-1; each changes the subset, the head's initial weights and data order.
-        data, overrides, out, quick: As in `run`.
-        log: Where progress lines go.
-        largest_only: Strategies run only on the largest fraction (the quick demo skips scratch on
-            small subsets: building its training graph alone takes 30-50 s on a CPU).
-
-    Returns:
-        The comparison report (also written as report.json/.md/.html in `out`).
-
-    Example:
-        >>> report = compare("product_defects", "feature_extraction,fine_tune", [0.1, 1.0], seeds=2)  # doctest: +SKIP
-        >>> report["verdict"]["text"][:30]  # doctest: +SKIP
-    """
-    from tfx_transfer.comparison import write_comparison_report
-
-    recipe = _as_recipe(recipe, overrides, None, quick)
-    out = Path(out) if out is not None else default_out(recipe, "-compare")
-    variants = parse_strategies(strategies)
-    fractions = parse_fractions(fractions)
-    if int(seeds) < 1:
-        raise ValueError(f"seeds must be at least 1. Received: seeds={seeds!r}")
-    prepared = prepare_data(recipe, data, scan_cache=out / "scan.json")
-    run_dirs = []
-    total = (len(variants) * len(fractions) - len(set(largest_only)) * (len(fractions) - 1)) * int(seeds)
-    for seed in range(int(seeds)):
-        for fraction in fractions:
-            for item, variant in variants:
-                if item in largest_only and fraction != fractions[-1]:
-                    continue
-                configured = recipe.with_overrides(dict(variant, **{"training.seed": seed}))
-                run_dir = out / "runs" / f"{strategy_label(configured)}_f{fraction:g}_s{seed}"
-                if run_dir in run_dirs:  # e.g. fine_tune and fine_tune:5 when the recipe unfreezes 5
-                    continue
-                run_dirs.append(run_dir)
-                _check_same_recipe(run_dir, configured)
-                if (run_dir / "report.json").is_file():
-                    log(f"[{len(run_dirs)}/{total}] {run_dir.name}: done before, kept")
-                    continue
-                resume = (run_dir / "training" / "checkpoints").is_dir()
-                result = run_prepared(configured, prepared, run_dir, fraction, verbose=verbose, resume=resume,
-                                      save_model=False)
-                primary = result.report["metrics"]["primary"]
-                log(f"[{len(run_dirs)}/{total}] {run_dir.name}: {primary['name']} "
-                    f"{_format(primary['value'])}, {result.report['timing']['total_seconds']:.0f} s")
-    return write_comparison_report(out, run_dirs)
-
-
-def _fields(record: dict) -> dict:
-    """`{"section.field": value}` of a resolved recipe (mappings inside a field stay one value)."""
-    fields = {}
-    for key, value in record.items():
-        if isinstance(value, dict):
-            fields.update({f"{key}.{field}": inner for field, inner in value.items()})
-        else:
-            fields[key] = value
-    return fields
-
-
-#: Fields only fine-tuning reads: a change to them leaves scratch and feature-extraction runs valid.
-FINE_TUNING_FIELDS = ("training.fine_tune_epochs", "training.fine_tune_learning_rate", "training.unfreeze_blocks",
-                      "training.unfreeze_from", "training.gradual_every", "training.layer_decay")
-
-
-def _check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
-    """A comparison keeps finished runs only if they were made with the recipe it runs now."""
-    written = run_dir / "recipe.yaml"
-    if not written.is_file():
-        return
-    # Through YAML both ways, so that tuples and lists (and the like) compare equal.
-    before = _fields(yaml.safe_load(written.read_text()))
-    now = _fields(yaml.safe_load(yaml.safe_dump(recipe.to_dict(), sort_keys=False)))
-    ignored = ("quick", "description") + (FINE_TUNING_FIELDS if recipe.training.strategy in ("scratch", "feature_extraction") else ())
-    changed = [f"{key}: {before.get(key)!r} there, {now.get(key)!r} now" for key in sorted(set(before) | set(now))
-               if not key.startswith(ignored) and before.get(key) != now.get(key)]
-    if changed:
-        raise ValueError(
-            f"'{run_dir}' was made with another recipe ({'; '.join(changed)}), so it cannot be kept in this "
-            "comparison. Compare into a new --out, or delete that run folder to train it again."
-        )
-
-
-def _format(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
