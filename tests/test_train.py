@@ -182,6 +182,8 @@ def test_resume_without_checkpoint_is_explained(tiny_data, tmp_path):
 def test_config_errors_and_warnings():
     with pytest.raises(ValueError, match=r"Unknown strategy 'finetune'\. Available: scratch, feature_extraction, fine_tune, gradual"):
         TrainConfig(strategy="finetune")
+    with pytest.raises(ValueError, match=r"pooling must be one of avg, max, avg_max\. Received: pooling='mean'"):
+        TrainConfig(pooling="mean")
     with pytest.warns(UserWarning, match=r"fine_tune_learning_rate \(0\.01\) is not lower than the head's learning_rate"):
         TrainConfig(strategy="fine_tune", learning_rate=1e-3, fine_tune_learning_rate=1e-2)
     with pytest.raises(ValueError, match=r"unfreeze_blocks must be between 1 and 5 for resnet50\. Received: unfreeze_blocks=9\. "

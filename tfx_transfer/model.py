@@ -153,7 +153,7 @@ def build_classifier(
             only for training from scratch, where there are no ImageNet statistics to keep.
         seed: Seed of the dropout layer.
         grayscale: Convert images to grey inside the model (`Grayscale` layer) before preprocessing.
-        pooling: One of `CLASSIFIER_POOLINGS`: `"avg"` (the Keras default), `"max"`, or
+        pooling: One of `CLASSIFIER_POOLINGS`: `"avg"` (as in the Keras transfer-learning guide), `"max"`, or
             `"avg_max"` (both concatenated: twice the features).
 
     Example:

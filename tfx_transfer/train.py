@@ -35,6 +35,7 @@ from tfx_transfer.data import EpochStream, make_dataset, sample_weights
 from tfx_transfer.devices import configure_devices
 from tfx_transfer.features import feature_data
 from tfx_transfer.model import (
+    CLASSIFIER_POOLINGS,
     build_classifier,
     find_backbone,
     trainable_summary,
@@ -123,6 +124,8 @@ class TrainConfig:
             raise ValueError(f"distribution must be 'auto', 'mirrored' or 'none'. Received: {self.distribution!r}")
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise ValueError(f"layer_decay must be in (0, 1] or None. Received: layer_decay={self.layer_decay!r}")
+        if self.pooling not in CLASSIFIER_POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(CLASSIFIER_POOLINGS)}. Received: pooling={self.pooling!r}")
         if self.monitor not in ("val_loss", "val_accuracy"):
             raise ValueError(f"monitor must be 'val_loss' or 'val_accuracy'. Received: monitor={self.monitor!r}")
         for name in ("epochs", "batch_size", "gradual_every"):
