@@ -135,6 +135,15 @@ def test_feature_cache_keeps_poolings_apart(tiny_data):
     assert average.model.get_layer("head").input_shape[-1] * 2 == both.model.get_layer("head").input_shape[-1] == 4096
 
 
+def test_feature_cache_keeps_seeds_apart_when_weights_are_random(tiny_data, tmp_path):
+    table, splits = tiny_data
+    for seed in (0, 1, 1):
+        train(table, splits, TrainConfig(strategy="feature_extraction", seed=seed, **TINY), verbose=0)
+    # Random backbones differ by seed: seed 1 must not read seed 0's features (train + val each);
+    # its second run reuses its own.
+    assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 4
+
+
 def test_two_runs_with_one_seed_are_identical(tiny_data):
     table, splits = tiny_data
     config = TrainConfig(strategy="fine_tune", **TINY)

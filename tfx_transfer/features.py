@@ -1,7 +1,8 @@
 """Pooled backbone features cached on disk: what makes feature extraction cost seconds.
 
 The cache key holds everything the features depend on (backbone, weights source, image size,
-grayscale, pooling, the files with their sizes and modification times, augmentation and view), so a
+grayscale, pooling, the files with their sizes and modification times, augmentation and view, and
+the seed where it matters), so a
 changed file or setting never reuses stale features.
 """
 
@@ -41,13 +42,15 @@ def extract_features(
 ) -> np.ndarray:
     """Pooled backbone features of the rows `indices`, cached on disk by everything they depend
     on (backbone, weights source, image size, pooling, the files, augmentation and view)."""
+    source = weights_info(classifier).source
     key = hashlib.sha1(json.dumps({
-        "backbone": config.backbone, "weights": weights_info(classifier).source,
+        "backbone": config.backbone, "weights": source,
         "image_size": list(config.image_size), "data": data_key(table, indices),
         "augment": repr(augment), "view": view, "grayscale": config.grayscale,
         "pooling": config.pooling,
-        # Without augmentation the seed changes nothing: seeds of a comparison share the features.
-        "seed": config.seed if augment is not None else None,
+        # Pretrained and unaugmented, the seed changes nothing: seeds of a comparison share the
+        # features. Random weights are drawn from the seed, and so are augmentations.
+        "seed": config.seed if augment is not None or source == "random" else None,
     }, sort_keys=True).encode()).hexdigest()
     path = cache_dir() / "features" / f"{key}.npy"
     if path.is_file():
