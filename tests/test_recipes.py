@@ -94,6 +94,30 @@ def test_recipe_runs_end_to_end_on_a_new_folder_with_data_alone(path, tmp_path, 
     assert 0.0 <= report["metrics"]["accuracy"] <= 1.0
 
 
+def test_an_ensemble_run_writes_one_model_that_averages_its_members(tmp_path, isolated_cache):
+    import keras
+
+    from tfx_transfer.data import make_dataset
+    from tfx_transfer.runner import prepare_data
+
+    data = _two_class_folder(tmp_path / "line7")
+    overrides = TINY + ["training.ensemble_size=2", "training.seed=1", "training.strategy=fine_tune",
+                        "evaluation.test_time_views=1", "data.positive_class=scratched", "data.weight_column=null"]
+    result = run("product_defects", data=data, overrides=overrides, out=tmp_path / "run", verbose=0)
+    run_dir, report = result.run_dir, result.report
+    assert report["ensemble"] == {"size": 2, "member_seeds": [2, 3]}
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [record["member"] for record in history] == [1] * 2 + [2] * 2  # head and fine-tune epoch each
+    assert report["epochs"] == 2 and [phase["member"] for phase in report["phases"]] == [1, 1, 2, 2]
+    assert "2 models trained alike from seeds 2, 3; scores are their mean" in (run_dir / "report.html").read_text()
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert [layer.name for layer in model.layers] == ["image", "member_1", "member_2", "mean_probability"]
+    prepared = prepare_data(load_recipe("product_defects").with_overrides(overrides), data)
+    images = np.concatenate([batch[0] for batch in make_dataset(prepared.table, prepared.splits.test, (32, 32), 64)])
+    np.testing.assert_allclose(model.predict(images, verbose=0), np.load(run_dir / "predictions.npz")["test_score"],
+                               atol=1e-5)
+
+
 def test_chest_xray_reads_a_kermany_folder_with_patient_groups(tmp_path, isolated_cache):
     data = write_kermany(tmp_path / "chest_xray")
     result = run("chest_xray", data=data, overrides=TINY, out=tmp_path / "run", verbose=0)
@@ -157,6 +181,7 @@ def test_unknown_section_suggests_the_closest(tmp_path):
     ("augmentation:\n  policy: xray\n  overrides:\n    horizontal_flip: true\n", r"augmentation: .*unsafe for 'xray'"),
     ("evaluation:\n  operating_point: target_recall\n", r"needs data.positive_class"),
     ("quick:\n  training.epoch: 1\n", r"training.epoch: unknown key. Did you mean 'epochs'\?"),
+    ("training:\n  ensemble_size: 0\n", r"training.ensemble_size: must be at least 1; received 0"),
     ("evaluation:\n  test_time_views: 3\n", r"evaluation.test_time_views: must be one of 1, 2, 4, 8; received 3"),
     ("augmentation:\n  policy: xray\nevaluation:\n  test_time_views: 4\n",
      r"evaluation.test_time_views: 4 test-time views need .*policy 'xray' lacks horizontal_flip, vertical_flip"),
@@ -219,6 +244,9 @@ def test_training_section_mirrors_train_config():
 
     config = TrainConfig()
     for field in dataclasses.fields(TrainingSection):
+        if field.name == "ensemble_size":  # the runner's: how many models, each trained with a TrainConfig
+            assert TrainingSection().ensemble_size == 1
+            continue
         assert getattr(TrainingSection(), field.name) == getattr(config, field.name), field.name
     for name in ("backbone", "dropout", "grayscale", "pooling"):
         assert getattr(ModelSection(), name) == getattr(config, name), name

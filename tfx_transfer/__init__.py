@@ -30,6 +30,7 @@ _EXPORTS = {
     "build_run_report": "report", "write_run_report": "report",
     "write_comparison_report": "comparison",
     "TrainConfig": "train", "train": "train",
+    "train_ensemble": "ensemble", "average_models": "ensemble",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -6,7 +6,7 @@ name is unique):
 
     data           where the images are and how to split them
     model          backbone, weights, image size, grayscale input, pooling
-    training       strategy and its schedule (the fields of `TrainConfig`)
+    training       strategy and its schedule (the fields of `TrainConfig`), ensemble size
     augmentation   a domain policy, parameter overrides and forced operations with reasons
     evaluation     the primary metric and the operating point
 
@@ -89,7 +89,11 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class TrainingSection:
-    """The fields of `tfx_transfer.train.TrainConfig` a recipe sets; see its documentation."""
+    """The fields of `tfx_transfer.train.TrainConfig` a recipe sets; see its documentation.
+
+    One more, `ensemble_size`: how many models to train from different seeds and average
+    (`tfx_transfer.ensemble`); it multiplies training and inference time.
+    """
 
     strategy: str = "fine_tune"
     epochs: int = 10
@@ -108,6 +112,7 @@ class TrainingSection:
     augmented_views: int = 0
     layer_decay: float | None = None
     seed: int = 0
+    ensemble_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -350,7 +355,8 @@ def _validate_choices(recipe: Recipe, where: str) -> None:
     if not 0.0 < recipe.data.sample <= 1.0:
         raise RecipeError(where, "data.sample", f"must be in (0, 1]; received {recipe.data.sample!r}")
     _check_range(where, "evaluation.target_recall", recipe.evaluation.target_recall, 0.0, 1.0, inclusive_high=True)
-    for key in ("training.epochs", "training.fine_tune_epochs", "training.batch_size", "model.image_size"):
+    for key in ("training.epochs", "training.fine_tune_epochs", "training.batch_size", "training.ensemble_size",
+                "model.image_size"):
         section, name = key.split(".")
         if getattr(getattr(recipe, section), name) < 1:
             raise RecipeError(where, key, f"must be at least 1; received {getattr(getattr(recipe, section), name)!r}")

@@ -123,13 +123,20 @@ def confidently_wrong(predictions: dict, point, class_names: list[str], count: i
 def _history_figure(history: list[dict], monitor_names=("loss", "accuracy")):
     plt = render.pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    epochs = [record["epoch"] for record in history]
+    # An ensemble's members (tagged `member`) each start at epoch 1: one curve per member.
+    members = list(dict.fromkeys(record.get("member") for record in history))
+    first = [record for record in history if record.get("member") == members[0]]
+    epochs = [record["epoch"] for record in first]
     for axis, name in zip(axes, monitor_names):
-        for key, style in ((name, "-"), (f"val_{name}", "--")):
-            values = [record.get(key) for record in history]
-            if any(v is not None for v in values):
-                axis.plot(epochs, values, style, marker="o", markersize=3, label=key)
-        phases = [record["phase"] for record in history]
+        for member in members:
+            records = [record for record in history if record.get("member") == member]
+            for key, style in ((name, "-"), (f"val_{name}", "--")):
+                values = [record.get(key) for record in records]
+                if any(v is not None for v in values):
+                    label = key if member is None else f"{key}, model {member}"
+                    axis.plot([record["epoch"] for record in records], values, style, marker="o", markersize=3,
+                              label=label)
+        phases = [record["phase"] for record in first]
         for i in range(1, len(phases)):
             if phases[i] != phases[i - 1]:
                 axis.axvline(epochs[i] - 0.5, color="grey", linewidth=0.8)
@@ -214,7 +221,10 @@ def _facts_rows(report: dict) -> list[list[str]]:
           if data.get("image_weights") else []),
         ["augmentation", ", ".join(f"{k}={v}" for k, v in augmentation.items())],
         ["scores", _scores_fact(report.get("evaluation") or {})],
-        ["trainable parameters", f"{report['trainable_params']:,}"],
+        *([["ensemble", f"{report['ensemble']['size']} models trained alike from seeds "
+                        f"{', '.join(map(str, report['ensemble']['member_seeds']))}; scores are their mean"]]
+          if report.get("ensemble") else []),
+        ["trainable parameters", f"{report['trainable_params']:,}" + (" per model" if report.get("ensemble") else "")],
         ["epochs (to best)", f"{report.get('epochs')} ({report.get('epochs_to_best')})"],
         ["time", f"{report['timing']['total_seconds']:.1f} s"],
         ["device", report["device"]],

@@ -7,7 +7,9 @@ writes a run folder:
     run.json           the run's facts: data counts, skipped files, weights, device, versions, timing
     history.json       one record per epoch
     predictions.npz    validation and test labels and probabilities, test file paths
-    model.keras        the trained model (raw RGB pixels in, probabilities out)
+    model.keras        the trained model (raw RGB pixels in, probabilities out); with
+                       `training.ensemble_size` > 1, one model averaging its members
+    training/          checkpoints and best weights (`member-N/` per ensemble member)
     report.json/.md/.html
 
 Example:
@@ -24,6 +26,7 @@ import platform
 import re
 import time
 import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -195,8 +198,9 @@ def train_config(recipe: Recipe, class_names: list[str]):
     augmentation = recipe.augmentation
     policy = make_policy(augmentation.policy, _flip_map(augmentation.overrides, class_names), augmentation.force)
     weights = None if recipe.model.weights == "none" else recipe.model.weights
+    training = {name: value for name, value in asdict(recipe.training).items() if name != "ensemble_size"}
     return TrainConfig(
-        **asdict(recipe.training), backbone=recipe.model.backbone, weights=weights,
+        **training, backbone=recipe.model.backbone, weights=weights,
         image_size=(recipe.model.image_size, recipe.model.image_size), dropout=recipe.model.dropout,
         grayscale=recipe.model.grayscale, pooling=recipe.model.pooling, augment=None if policy.is_identity else policy,
     )
@@ -237,8 +241,8 @@ def _predict(model, table: ImageTable, indices: np.ndarray, config, views: int =
 def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike, fraction: float = 1.0,
                  seed: int | None = None, verbose: int = 1, resume: bool = False, save_model: bool = True) -> RunResult:
     """Trains and evaluates one configuration on data already prepared; see `run`."""
+    from tfx_transfer.ensemble import train_ensemble
     from tfx_transfer.report import write_run_report
-    from tfx_transfer.train import train
 
     started = time.perf_counter()
     out = Path(out)
@@ -249,8 +253,8 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
     train_indices = nested_subset(table, splits.train, fraction, seed=recipe.training.seed)
     write_atomically(out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     config = train_config(recipe, table.class_names)
-    result = train(table, replace(splits, train=train_indices), config, run_dir=out / "training", resume=resume,
-                   verbose=verbose)
+    result = train_ensemble(table, replace(splits, train=train_indices), config, recipe.training.ensemble_size,
+                            run_dir=out / "training", resume=resume, verbose=verbose)
     if result.stopped:
         raise KeyboardInterrupt(f"Stopped; resume with: tfx-transfer run {recipe.path or recipe.name} --out {out} --resume")
     predict_started = time.perf_counter()
@@ -268,6 +272,7 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
         result.model.save(out / ".model.keras")
         os.replace(out / ".model.keras", out / "model.keras")
     best = [phase.best_epoch for phase in result.phases if phase.best_epoch is not None]
+    members = recipe.training.ensemble_size
     skipped = [list(item) for item in table.skipped]
     facts = {
         "recipe": recipe.name,
@@ -281,6 +286,7 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
         "grayscale": recipe.model.grayscale,
         "pooling": recipe.model.pooling,
         "seed": recipe.training.seed,
+        "ensemble": None if members == 1 else {"size": members, "member_seeds": result.config["member_seeds"]},
         "fraction": fraction,
         "data": {
             "source": prepared.source, "reader": table.source, "class_names": list(table.class_names),
@@ -304,7 +310,8 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
         "phases": [asdict(phase) for phase in result.phases],
         "trainable_params": max((phase.trainable_params for phase in result.phases), default=0),
         "epochs_to_best": max(best) if best else None,
-        "epochs": len(result.history),
+        # An ensemble's members train one after the other: its epochs are its longest member's.
+        "epochs": max(Counter(record.get("member") for record in result.history).values(), default=0),
         "timing": {"train_seconds": result.seconds, "predict_seconds": predict_seconds,
                    "total_seconds": time.perf_counter() - started},
         "device": result.device,

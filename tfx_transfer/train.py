@@ -195,10 +195,12 @@ class PhaseSummary:
     best_epoch: int | None
     best_value: float | None
     seconds: float
+    member: int | None = None  # which model of an ensemble (tfx_transfer.ensemble); None: a single model
 
     def line(self, monitor: str) -> str:
         best = "n/a" if self.best_value is None else f"{self.best_value:.4f} (epoch {self.best_epoch})"
-        return (f"[{self.name}] trainable params {self.trainable_params:,}, epochs {self.epochs}, "
+        name = self.name if self.member is None else f"model {self.member}, {self.name}"
+        return (f"[{name}] trainable params {self.trainable_params:,}, epochs {self.epochs}, "
                 f"best {monitor} {best}, {self.seconds:.1f} s")
 
 
