@@ -66,7 +66,14 @@ class RunResult:
         return self.report["metrics"]
 
 
-def _as_recipe(recipe, overrides=None, strategy: str | None = None, quick: bool = False) -> Recipe:
+def as_recipe(recipe, overrides=None, strategy: str | None = None, quick: bool = False) -> Recipe:
+    """A `Recipe` from a recipe or its path (or built-in name), with the quick version, `--set`
+    overrides and strategy applied in the order the CLI applies them.
+
+    Example:
+        >>> as_recipe("product_defects", ["training.epochs=2"], strategy="fine_tune").training.epochs  # doctest: +SKIP
+        2
+    """
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     if quick:
         recipe = recipe.quick_version()
@@ -355,7 +362,7 @@ def run(recipe, data: str | os.PathLike | None = None, strategy: str | None = No
         >>> sorted(result.metrics)[:3]  # doctest: +SKIP
         ['accuracy', 'average_precision', 'balanced_accuracy']
     """
-    recipe = _as_recipe(recipe, overrides, strategy, quick)
+    recipe = as_recipe(recipe, overrides, strategy, quick)
     out = Path(out) if out is not None else default_out(recipe)
     prepared = prepare_data(recipe, data, scan_cache=out / "scan.json")
     return run_prepared(recipe, prepared, out, verbose=verbose, resume=resume)

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from tfx_transfer.recipe import SECTIONS, Recipe
-from tfx_transfer.runner import _as_recipe, default_out, prepare_data, run_prepared, strategy_label
+from tfx_transfer.runner import as_recipe, default_out, prepare_data, run_prepared, strategy_label
 
 
 def parse_strategies(text) -> list[tuple[str, dict]]:
@@ -78,7 +78,7 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
     """
     from tfx_transfer.comparison import write_comparison_report
 
-    recipe = _as_recipe(recipe, overrides, None, quick)
+    recipe = as_recipe(recipe, overrides, None, quick)
     out = Path(out) if out is not None else default_out(recipe, "-compare")
     variants = parse_strategies(strategies)
     fractions = parse_fractions(fractions)
