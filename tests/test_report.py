@@ -108,6 +108,23 @@ def test_run_report_html_is_self_contained_with_plots_and_gallery(tmp_path):
     assert len(images) >= 3  # confusion matrix, training curves, gallery thumbnails
 
 
+def test_training_curves_draw_one_line_per_ensemble_member():
+    from tfx_transfer.report import _history_figure
+
+    history = [{"loss": 1.0 / (e + 1), "val_loss": 1.1 / (e + 1), "accuracy": 0.5, "val_accuracy": 0.5,
+                "phase": "head" if e < 2 else "fine_tune", "epoch": e + 1, "member": member}
+               for member in (1, 2) for e in range(3 + member)]  # member 2 trained one epoch longer
+    loss_axis = _history_figure(history).axes[0]
+    # Phase boundaries are unlabelled vertical lines ("_child..."): left out.
+    lines = {line.get_label(): list(line.get_xdata()) for line in loss_axis.get_lines()
+             if not line.get_label().startswith("_")}
+    assert lines == {"loss, model 1": [1, 2, 3, 4], "val_loss, model 1": [1, 2, 3, 4],
+                     "loss, model 2": [1, 2, 3, 4, 5], "val_loss, model 2": [1, 2, 3, 4, 5]}
+    single = _history_figure([{k: v for k, v in record.items() if k != "member"} for record in history[:4]])
+    assert [line.get_label() for line in single.axes[0].get_lines() if not line.get_label().startswith("_")] == \
+        ["loss", "val_loss"]
+
+
 def test_a_folder_that_is_not_a_run_is_explained(tmp_path):
     with pytest.raises(RunFolderError, match=r"not a finished tfx-transfer run: run.json, predictions.npz missing"):
         write_run_report(tmp_path)
