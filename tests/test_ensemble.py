@@ -1,5 +1,6 @@
 """Ensembles on tiny data: each member is exactly the single run with its seed, the ensemble
-outputs their mean, survives saving, and resumes inside the member it stopped in."""
+outputs their mean, survives saving, resumes inside the member it stopped in; feature
+extraction stays one model."""
 
 from __future__ import annotations
 
@@ -135,3 +136,14 @@ def test_resuming_an_ensemble_that_never_started_is_explained(tiny_data, tmp_pat
     table, splits = tiny_data
     with pytest.raises(FileNotFoundError, match=r"Nothing to resume in .*no member has a complete checkpoint"):
         train_ensemble(table, splits, CONFIG, 2, run_dir=tmp_path, resume=True, verbose=0)
+
+
+def test_feature_extraction_trains_one_model_whatever_the_ensemble_size(tiny_data, capsys):
+    table, splits = tiny_data
+    config = replace(CONFIG, strategy="feature_extraction")
+    requested = train_ensemble(table, splits, config, 2, verbose=1)
+    single = train(table, splits, config, verbose=0)
+    assert "ensemble_size 2 ignored: feature_extraction trains one linear head" in capsys.readouterr().out
+    assert "member_seeds" not in requested.config and requested.config["seed"] == 1
+    assert _without_timing(requested.history) == _without_timing(single.history)
+    assert _equal_weights(requested.model, single.model)

@@ -9,6 +9,10 @@ splits and the schedule are the run's; only the training seed differs between me
 Member `i` of a run with seed `s` trains with seed `s * ensemble_size + i`, so the runs of a
 comparison (seeds 0, 1, 2, ...) never share a member: their spread stays an honest one.
 
+`feature_extraction` always trains one model: its only trainable part is a linear head on one
+frozen backbone's features, a convex problem that every seed solves to nearly the same head, so
+members would double the inference cost (two identical backbones) for no gain.
+
 A run folder keeps one training folder per member (`training/member-1`, ...), each checkpointed
 every epoch; an interrupted ensemble resumes inside the member it stopped in.
 
@@ -80,7 +84,8 @@ def train_ensemble(
 ) -> TrainResult:
     """Trains `ensemble_size` models with `config`, each from its own seed, and averages them.
 
-    With `ensemble_size=1` this is `train(table, splits, config, run_dir, resume, verbose)`.
+    With `ensemble_size=1`, or with the `feature_extraction` strategy (see the module
+    documentation), this is `train(table, splits, config, run_dir, resume, verbose)`.
 
     Args:
         table, splits, config, run_dir, resume, verbose: As for `tfx_transfer.train.train`;
@@ -92,6 +97,11 @@ def train_ensemble(
         are the members' one after the other, each record tagged with its `member` (1-based).
     """
     seeds = member_seeds(config.seed, ensemble_size)
+    if ensemble_size > 1 and config.strategy == "feature_extraction":
+        if verbose:
+            print(f"ensemble_size {ensemble_size} ignored: feature_extraction trains one linear head on frozen features, "
+                  "which every seed brings to nearly the same model")
+        ensemble_size = 1
     if ensemble_size == 1:
         return train(table, splits, config, run_dir=run_dir, resume=resume, verbose=verbose)
     run_dir = Path(run_dir) if run_dir is not None else None

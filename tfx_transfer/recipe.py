@@ -92,7 +92,8 @@ class TrainingSection:
     """The fields of `tfx_transfer.train.TrainConfig` a recipe sets; see its documentation.
 
     One more, `ensemble_size`: how many models to train from different seeds and average
-    (`tfx_transfer.ensemble`); it multiplies training and inference time.
+    (`tfx_transfer.ensemble`); it multiplies training and inference time. `feature_extraction`
+    trains one model whatever it says (a linear head on frozen features: seeds agree).
     """
 
     strategy: str = "fine_tune"

@@ -279,7 +279,6 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
         result.model.save(out / ".model.keras")
         os.replace(out / ".model.keras", out / "model.keras")
     best = [phase.best_epoch for phase in result.phases if phase.best_epoch is not None]
-    members = recipe.training.ensemble_size
     skipped = [list(item) for item in table.skipped]
     facts = {
         "recipe": recipe.name,
@@ -293,7 +292,8 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
         "grayscale": recipe.model.grayscale,
         "pooling": recipe.model.pooling,
         "seed": recipe.training.seed,
-        "ensemble": None if members == 1 else {"size": members, "member_seeds": result.config["member_seeds"]},
+        "ensemble": None if "member_seeds" not in result.config else {
+            "size": result.config["ensemble_size"], "member_seeds": result.config["member_seeds"]},
         "fraction": fraction,
         "data": {
             "source": prepared.source, "reader": table.source, "class_names": list(table.class_names),
