@@ -2,8 +2,7 @@
 
 The cache key holds everything the features depend on (backbone, weights source, image size,
 grayscale, pooling, the files with their sizes and modification times, augmentation and view, and
-the seed where it matters), so a
-changed file or setting never reuses stale features.
+the seed where it matters), so a changed file or setting never reuses stale features.
 """
 
 from __future__ import annotations
@@ -41,7 +40,8 @@ def extract_features(
     augment: AugmentPolicy | None = None, view: int = 0, verbose: int = 1,
 ) -> np.ndarray:
     """Pooled backbone features of the rows `indices`, cached on disk by everything they depend
-    on (backbone, weights source, image size, pooling, the files, augmentation and view)."""
+    on (backbone, weights source, image size, pooling, the files, augmentation and view, and the
+    seed when the weights are random or the images augmented)."""
     source = weights_info(classifier).source
     key = hashlib.sha1(json.dumps({
         "backbone": config.backbone, "weights": source,
