@@ -15,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -153,20 +154,21 @@ def test_two_runs_with_one_seed_are_identical(tiny_data):
     assert all(np.array_equal(a, b) for a, b in zip(first.model.get_weights(), second.model.get_weights()))
 
 
-def _crash_then_resume(table, splits, config, run_dir, monkeypatch):
-    """Runs until the 4th checkpoint (head done, one fine-tune epoch done), crashes, resumes."""
+def _crash_then_resume(table, splits, config, run_dir, monkeypatch, crash_at=4):
+    """Runs until checkpoint `crash_at` (the 4th: head done, one fine-tune epoch done), crashes,
+    resumes."""
     import tfx_transfer.train as train_module
 
     real_save = train_module.save_checkpoint
     calls = {"count": 0}
 
-    def crash_after_four(*args, **kwargs):
+    def crash_after(*args, **kwargs):
         real_save(*args, **kwargs)
         calls["count"] += 1
-        if calls["count"] == 4:
+        if calls["count"] == crash_at:
             raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(train_module, "save_checkpoint", crash_after_four)
+    monkeypatch.setattr(train_module, "save_checkpoint", crash_after)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(table, splits, config, run_dir=run_dir, verbose=0)
     monkeypatch.setattr(train_module, "save_checkpoint", real_save)
@@ -180,6 +182,22 @@ def test_crash_and_resume_reproduces_the_uninterrupted_run(tiny_data, tmp_path, 
     resumed = _crash_then_resume(table, splits, config, tmp_path / "broken", monkeypatch)
     assert _without_timing(resumed.history) == _without_timing(uninterrupted.history)
     assert all(np.array_equal(a, b) for a, b in zip(resumed.model.get_weights(), uninterrupted.model.get_weights()))
+
+
+@pytest.mark.filterwarnings("ignore:fine_tune_learning_rate .* is not lower")
+def test_resume_after_a_worse_epoch_keeps_the_optimizer_of_the_last_epoch(tiny_data, tmp_path, monkeypatch):
+    # A fine-tuning rate this high makes the second fine-tuning epoch worse than the first, so the
+    # phase's best weights (read back on resume) are an epoch older than the optimizer's state.
+    table, splits = tiny_data
+    config = TrainConfig(strategy="fine_tune", **dict(TINY, epochs=1, fine_tune_epochs=3, fine_tune_learning_rate=0.03))
+    uninterrupted = train(table, splits, config, run_dir=tmp_path / "whole", verbose=0)
+    fine_tuning = [record["val_loss"] for record in uninterrupted.history if record["phase"] != "head"]
+    assert fine_tuning[1] > fine_tuning[0], fine_tuning
+    resumed = _crash_then_resume(table, splits, config, tmp_path / "broken", monkeypatch, crash_at=3)
+    assert _without_timing(resumed.history) == _without_timing(uninterrupted.history)
+    for weights_file in (tmp_path / "broken").rglob("*.weights.h5"):
+        with h5py.File(weights_file) as saved:
+            assert "optimizer" not in saved, f"{weights_file} holds optimizer state"
 
 
 def test_resume_without_checkpoint_is_explained(tiny_data, tmp_path):

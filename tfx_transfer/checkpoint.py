@@ -4,6 +4,13 @@ A checkpoint is a folder `checkpoints/epoch-NNNN/` holding the classifier's weig
 optimizer's variables and `state.json` (phase, epoch, trainable blocks, history, best score). It is
 written under a temporary name and renamed into place, and `checkpoints/latest` (a one-line file,
 itself replaced atomically) names the newest complete one. Older folders are pruned.
+
+Weight files hold the layers' weights only. Keras writes a compiled model's optimizer variables
+into its `.weights.h5` too, which more than doubled every fine-tuning checkpoint (Adam keeps two
+slots per unfrozen weight; ResNet50 with its top block unfrozen: 215 MB instead of 95 MB), and
+loads them back into whatever optimizer the model has when it reads the file, so reading an older
+epoch's best weights would have rewound the optimizer. The optimizer's state lives in
+`optimizer.npz` alone.
 """
 
 from __future__ import annotations
@@ -29,13 +36,37 @@ def write_atomically(path: str | os.PathLike, text: str) -> None:
     os.replace(file.name, path)
 
 
+def _layers_only(model: keras.Model) -> keras.Model:
+    """An uncompiled view over the same layers, so Keras saves and loads no optimizer state."""
+    return keras.Model(model.inputs, model.outputs, name=model.name)
+
+
+def save_model_weights(model: keras.Model, path: str | os.PathLike) -> None:
+    """Writes `model`'s layer weights, without optimizer state, to a `.weights.h5` file atomically.
+
+    Example:
+        >>> save_model_weights(model, run_dir / "best.weights.h5")  # doctest: +SKIP
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}")  # Keras insists on the .weights.h5 ending
+    _layers_only(model).save_weights(staging)
+    os.replace(staging, path)
+
+
+def load_model_weights(model: keras.Model, path: str | os.PathLike) -> None:
+    """Reads layer weights written by `save_model_weights` (or by Keras) into `model`; any
+    optimizer state in the file is ignored and the model's own optimizer is left as it is."""
+    _layers_only(model).load_weights(path)
+
+
 def save_checkpoint(run_dir: Path, model: keras.Model, optimizer, state: dict, keep: int = 2) -> Path:
     """Saves weights, optimizer variables and `state` as the newest checkpoint of `run_dir`."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     name = f"epoch-{state['global_epoch']:04d}"
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
-    model.save_weights(staging / "model.weights.h5")
+    save_model_weights(model, staging / "model.weights.h5")
     variables = [np.asarray(keras.ops.convert_to_numpy(v)) for v in optimizer.variables] if optimizer is not None else []
     np.savez(staging / "optimizer.npz", *variables)
     (staging / "state.json").write_text(json.dumps(state, indent=2))

@@ -30,7 +30,15 @@ import tensorflow as tf
 
 from tfx_transfer.augment import AugmentPolicy
 from tfx_transfer.backbones import assign_blocks, get_backbone_spec
-from tfx_transfer.checkpoint import latest_checkpoint, load_state, restore_optimizer, save_checkpoint, write_atomically
+from tfx_transfer.checkpoint import (
+    latest_checkpoint,
+    load_model_weights,
+    load_state,
+    restore_optimizer,
+    save_checkpoint,
+    save_model_weights,
+    write_atomically,
+)
 from tfx_transfer.data import EpochStream, make_dataset, sample_weights
 from tfx_transfer.devices import configure_devices
 from tfx_transfer.features import feature_data
@@ -282,9 +290,7 @@ def _reseed(model: keras.Model, seed: int) -> None:
 
 def _save_weights_atomically(model: keras.Model, run_dir: Path | None, name: str) -> None:
     if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        model.save_weights(run_dir / f".{name}.weights.h5")
-        os.replace(run_dir / f".{name}.weights.h5", run_dir / f"{name}.weights.h5")
+        save_model_weights(model, run_dir / f"{name}.weights.h5")
 
 
 def _load_weights_copy(model: keras.Model, run_dir: Path | None, name: str) -> list | None:
@@ -293,7 +299,7 @@ def _load_weights_copy(model: keras.Model, run_dir: Path | None, name: str) -> l
     if path is None or not path.is_file():
         return None
     current = model.get_weights()
-    model.load_weights(path)
+    load_model_weights(model, path)
     saved = model.get_weights()
     model.set_weights(current)
     return saved
@@ -354,7 +360,7 @@ def train(
         raise FileNotFoundError(f"Nothing to resume in '{run_dir}': no complete checkpoint under checkpoints/.")
     if checkpoint is not None:
         state = load_state(checkpoint)
-        model.load_weights(checkpoint / "model.weights.h5")
+        load_model_weights(model, checkpoint / "model.weights.h5")
     if run_dir is not None:
         write_atomically(run_dir / "train_config.json", json.dumps(_config_record(config), indent=2))
 
