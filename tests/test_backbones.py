@@ -9,11 +9,11 @@ import pytest
 from conftest import small_image_size
 from tfx_transfer.backbones import (
     PREPROCESSING_MODES,
-    ImagePreprocessing,
     assign_blocks,
     get_backbone_spec,
     list_backbones,
 )
+from tfx_transfer.layers import ImagePreprocessing
 
 REQUIRED = {
     "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",

@@ -7,7 +7,7 @@ import h5py
 import keras
 import numpy as np
 
-from tfx_transfer.checkpoint import latest_checkpoint, load_model_weights, save_checkpoint, save_model_weights
+from tfx_transfer.checkpoint import has_checkpoint, latest_checkpoint, load_model_weights, save_checkpoint, save_model_weights
 from tfx_transfer.model import build_classifier
 
 
@@ -41,6 +41,17 @@ def test_reading_weights_leaves_the_models_optimizer_as_it_is(tmp_path):
     for path in (tmp_path / "keras.weights.h5", tmp_path / "lean.weights.h5"):
         load_model_weights(model, path)
         assert all(np.array_equal(a, np.array(v)) for a, v in zip(optimizer_state, model.optimizer.variables)), path
+
+
+def test_only_a_complete_checkpoint_counts_as_one_to_resume(tmp_path):
+    (tmp_path / "checkpoints" / ".epoch-0001-k2").mkdir(parents=True)  # killed while writing the first
+    assert not has_checkpoint(tmp_path)
+    member = tmp_path / "member-2" / "checkpoints" / "epoch-0003"
+    member.mkdir(parents=True)
+    (member / "state.json").write_text("{}")
+    assert not has_checkpoint(tmp_path)  # no `latest` names it yet
+    (member.parent / "latest").write_text("epoch-0003")
+    assert has_checkpoint(tmp_path)  # an ensemble member's checkpoint is the run's
 
 
 def test_checkpoints_keep_the_newest_two_and_point_at_the_latest(tmp_path):

@@ -38,51 +38,71 @@ def test_unknown_command_exits_with_usage():
         main(["frobnicate"])
 
 
-def test_train_command_trains_saves_and_resumes(tmp_path, capsys, monkeypatch):
+def test_train_command_is_a_run_of_a_minimal_recipe_and_resumes(tmp_path, capsys, monkeypatch):
     import json
-    import sys
 
     import keras
     import numpy as np
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from datasets import write_solid_folder
+    from tiny_data import write_solid_folder
 
     monkeypatch.setenv("TFX_TRANSFER_CACHE", str(tmp_path / "cache"))
     data = write_solid_folder(tmp_path / "data", per_class=8)
     run = tmp_path / "run"
-    argv = ["train", "--data", str(data), "--out", str(run), "--strategy", "fine_tune", "--backbone", "resnet50",
+    argv = ["train", "--data", str(data), "--out", str(run), "--strategy", "fine_tune", "--backbone", "tiny_test",
             "--weights", "none", "--image-size", "32", "--epochs", "2", "--fine-tune-epochs", "1",
             "--unfreeze-blocks", "1", "--batch-size", "6", "--validation-split", "0.25", "--test-split", "0.25",
-            "--fine-tune-learning-rate", "0.00001", "--augment", "defects"]
+            "--fine-tune-learning-rate", "0.00001", "--augment", "defects", "--bootstrap", "20"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "[head] trainable params" in out and "[fine_tune] trainable params" in out
+    assert re.search(r"Test accuracy \d\.\d{3} \(95% CI", out) and f"Model: {run / 'model.keras'}" in out
     model = keras.saving.load_model(run / "model.keras")
     assert model.predict(np.zeros((1, 32, 32, 3), "uint8"), verbose=0).shape == (1, 3)
     assert len(json.loads((run / "history.json").read_text())) == 3
+    # The same run folder as `run` writes: the flags became the recipe, and the report was made.
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    assert (recipe["model"]["backbone"], recipe["augmentation"]["policy"], recipe["data"]["source"]) == (
+        "tiny_test", "defects", str(data.resolve()))
+    assert json.loads((run / "report.json").read_text())["strategy"] == "fine_tune"
     assert main(["train", "--resume", str(run)]) == 0  # a finished run resumes to the same end
     assert len(json.loads((run / "history.json").read_text())) == 3
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 2
+    assert "Cannot resume" in capsys.readouterr().err
 
 
 def test_train_command_explains_missing_arguments(capsys, tmp_path):
     assert main(["train", "--data", str(tmp_path)]) == 2
     assert "train needs --data PATH and --out RUN_DIR" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path)]) == 2
-    assert "is not a tfx-transfer run folder: it has no run.json" in capsys.readouterr().err
+    assert "is not a tfx-transfer run folder: it has no recipe.yaml" in capsys.readouterr().err
+
+
+def test_setting_flags_are_made_from_the_declarations():
+    from tfx_transfer.cli import _flag_overrides, build_parser
+    from tfx_transfer.settings import SECTIONS
+
+    parser = build_parser()
+    args = parser.parse_args(["run", "product_defects", "--epochs", "3", "--learning-rate", "1e-2", "--grayscale",
+                              "--unfreeze-from", "5", "--class-weight", "none", "--pooling", "avg_max"])
+    assert _flag_overrides(args) == {"training.epochs": 3, "training.learning_rate": 0.01, "model.grayscale": True,
+                                     "training.unfreeze_from": "5", "training.class_weight": None,
+                                     "model.pooling": "avg_max"}
+    help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
+    for section, items in SECTIONS.items():
+        for item in items:
+            if dict not in item.types and item.name != "source":
+                assert f"[{section}.{item.name}]" in help_text, item.name
 
 
 def test_compare_command_writes_the_report_and_continues_where_it_stopped(tmp_path, capsys, monkeypatch):
     import json
 
-    sys_path = __import__("sys").path
-    sys_path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from datasets import write_solid_folder
+    from tiny_data import write_solid_folder
 
     monkeypatch.setenv("TFX_TRANSFER_CACHE", str(tmp_path / "cache"))
     data = write_solid_folder(tmp_path / "data", per_class=10)
     out = tmp_path / "compare"
-    tiny = ["--set", "model.backbone=resnet50", "--set", "model.weights=none", "--set", "model.image_size=32",
+    tiny = ["--set", "model.backbone=tiny_test", "--set", "model.weights=none", "--set", "model.image_size=32",
             "--set", "training.epochs=1", "--set", "training.fine_tune_epochs=1", "--set", "evaluation.bootstrap=20"]
     argv = ["compare", "product_defects", "--data", str(data), "--strategies", "feature_extraction,fine_tune:1",
             "--fractions", "0.5,1.0", "--seeds", "1", "--out", str(out), *tiny]
@@ -115,10 +135,7 @@ def test_run_command_reports_recipe_errors_without_a_traceback(capsys):
 
 def _demo_recipes(tmp_path, monkeypatch, texts: dict) -> None:
     """Built-in recipes replaced by `{name: text}`; `{data}` in a text is a tiny class-folder set."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from datasets import write_solid_folder
+    from tiny_data import write_solid_folder
 
     monkeypatch.setenv("TFX_TRANSFER_CACHE", str(tmp_path / "cache"))
     data = write_solid_folder(tmp_path / "data", per_class=8)
@@ -136,7 +153,7 @@ def test_demo_compares_every_recipe_and_ends_with_one_report(tmp_path, capsys, m
         name: f"name: {name}\ndata:\n  source: {{data}}\nmodel:\n  backbone: {backbone}\n  weights: none\n"
               "quick:\n  model.image_size: 32\n  training.epochs: 1\n  training.fine_tune_epochs: 1\n"
               "  training.unfreeze_blocks: 1\n  evaluation.bootstrap: 20\n"
-        for name, backbone in (("tiny", "resnet50"), ("wee", "mobilenet_v2"))})
+        for name, backbone in (("tiny", "tiny_test"), ("wee", "tiny_test"))})
     # Two jobs: the recipes run side by side in spawned worker processes.
     assert main(["demo", "--quick", "--jobs", "2", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
@@ -178,3 +195,39 @@ def test_demo_names_the_recipe_that_failed_and_keeps_the_others(tmp_path, capsys
     assert len(list((tmp_path / "demo" / "good" / "stale").glob("feature_extraction_f*"))) == 2
     for run in (tmp_path / "demo" / "good" / "runs").glob("*"):
         assert yaml.safe_load((run / "recipe.yaml").read_text())["training"]["epochs"] == 2
+
+
+def test_ctrl_c_ends_in_a_message_and_status_130_not_a_traceback(capsys, monkeypatch):
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt("resume with: tfx-transfer run product_defects --out runs/x --resume")
+
+    monkeypatch.setattr("tfx_transfer.runner.run", stopped)
+    assert main(["run", "product_defects", "--out", "runs/x"]) == 130
+    assert capsys.readouterr().err.strip() == "Stopped; resume with: tfx-transfer run product_defects --out runs/x --resume"
+
+
+def test_a_run_into_a_folder_that_holds_one_is_refused(tmp_path, capsys, monkeypatch):
+    from tiny_data import write_solid_folder
+
+    data = write_solid_folder(tmp_path / "data", per_class=8)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "report.json").write_text("{}")
+    assert main(["run", "product_defects", "--data", str(data), "--out", str(tmp_path / "old")]) == 2
+    assert "already holds a run (report.json)" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == ["report.json", "scan.json"]
+
+
+def test_the_command_line_does_not_print_tensorflows_start_up_noise(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # A fresh process, as a user starts it: TensorFlow's native logs appear on import.
+    env = {key: value for key, value in os.environ.items() if key not in ("TF_CPP_MIN_LOG_LEVEL", "TFX_TRANSFER_VERBOSE")}
+    command = [sys.executable, "-m", "tfx_transfer.cli", "weights", "list"]
+    quiet = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "mobilenet_v2" in quiet.stdout
+    assert quiet.stderr == "", quiet.stderr
+    loud = subprocess.run([*command[:3], "--verbose", *command[3:]], capture_output=True, text=True, env=env, timeout=300)
+    assert loud.returncode == 0 and "I0000" in loud.stderr  # the same logs, shown on request

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datasets import write_bad_folder, write_gtsrb, write_solid_folder
+from tiny_data import write_bad_folder, write_gtsrb, write_solid_folder
 from tfx_transfer.augment import make_policy
 from tfx_transfer.data import EpochStream, class_weights, drop_unreadable, make_dataset, oversample_indices, sample_weights
 from tfx_transfer.sources import from_arrays, load_source
@@ -116,7 +116,7 @@ def test_empty_split_is_explained():
 
 
 def test_dicom_folder_feeds_the_pipeline(tmp_path):
-    from datasets import write_dicom
+    from tiny_data import write_dicom
 
     for label, value in (("normal", 500), ("opacity", 3000)):
         (tmp_path / label).mkdir()

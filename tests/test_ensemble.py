@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from datasets import write_solid_folder
+from tiny_data import write_solid_folder
 from tfx_transfer.data import drop_unreadable, make_dataset
 from tfx_transfer.ensemble import average_models, member_seeds, train_ensemble
 from tfx_transfer.model import build_classifier
@@ -20,7 +20,7 @@ from tfx_transfer.train import TrainConfig, train
 
 # As in test_train: ResNet50 keeps random-weight features alive at 32 px. Seed 1: the members
 # train with seeds 2 and 3, not the run's own.
-CONFIG = TrainConfig(strategy="fine_tune", backbone="resnet50", weights=None, image_size=(32, 32), batch_size=6,
+CONFIG = TrainConfig(strategy="fine_tune", backbone="tiny_test", weights=None, image_size=(32, 32), batch_size=6,
                      epochs=2, fine_tune_epochs=2, unfreeze_blocks=1, fine_tune_learning_rate=1e-5, patience=5,
                      warmup_epochs=0, seed=1)
 
@@ -64,7 +64,7 @@ def test_member_seeds_of_different_runs_never_overlap():
 def test_average_models_outputs_the_members_mean_and_survives_saving(tmp_path):
     members = []
     for index in range(2):  # ResNet50: random MobileNetV2 features vanish, every member would say 1/3
-        model = build_classifier("resnet50", 3, None, (32, 32), 0.2, seed=index)
+        model = build_classifier("tiny_test", 3, None, (32, 32), 0.2, seed=index)
         model.name = f"member_{index + 1}"
         members.append(model)
     ensemble = average_models(members)

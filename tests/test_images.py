@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import COLOURS, solid_image, write_bad_folder, write_dicom
+from tiny_data import COLOURS, solid_image, write_bad_folder, write_dicom
 from tfx_transfer.images import content_hash, read_image, scan_images
 
 
@@ -67,6 +67,13 @@ def test_dicom_rescale_slope_and_intercept_apply_before_the_window(tmp_path):
     # Hounsfield-like: value * 1 - 1024 -> [-24, 976]; window centre 476 width 1000 -> [-24, 976]
     image = read_image(write_dicom(tmp_path / "ct.dcm", pixels, window=(476, 1000), intercept=-1024.0))
     np.testing.assert_array_equal(image[..., 0], [[0, 255]])
+
+
+def test_multi_frame_dicom_is_refused_with_the_reason(tmp_path):
+    frames = np.stack([np.full((4, 6), 100 * k, np.uint16) for k in range(3)])
+    path = write_dicom(tmp_path / "cine.dcm", frames)
+    with pytest.raises(OSError, match=r"multi-frame DICOM \(3 frames\) is not one image; expected one frame per file"):
+        read_image(path)
 
 
 def test_scan_images_finds_every_bad_file_and_routes_decoders(tmp_path):

@@ -13,13 +13,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from datasets import write_gtsrb, write_kermany
+from tiny_data import write_gtsrb, write_kermany
 from tfx_transfer.recipe import SECTIONS, Recipe, RecipeError, list_recipes, load_recipe
 from tfx_transfer.runner import run
 
 RECIPES = list_recipes()
 #: A tiny backbone and one epoch per phase: what a test can afford; the recipe's own logic stays.
-TINY = ["model.backbone=mobilenet_v2", "model.weights=none", "model.image_size=32", "training.epochs=1",
+TINY = ["model.backbone=tiny_test", "model.weights=none", "model.image_size=32", "training.epochs=1",
         "training.fine_tune_epochs=1", "training.unfreeze_blocks=2", "training.batch_size=8", "evaluation.bootstrap=20"]
 
 
@@ -220,7 +220,7 @@ def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
 
 
 def test_chest_xray_runs_multi_label_on_an_nih_csv(tmp_path, isolated_cache):
-    from datasets import write_nih
+    from tiny_data import write_nih
 
     csv_file = write_nih(tmp_path / "nih") / "Data_Entry_2017.csv"
     overrides = TINY + ["data.options={finding: null}", "data.validation_split=0.25", "data.test_split=0.25",
@@ -237,21 +237,6 @@ def test_chest_xray_runs_multi_label_on_an_nih_csv(tmp_path, isolated_cache):
         run("chest_xray", data=csv_file, overrides=TINY + ["data.options={findings: null}"], out=tmp_path / "bad", verbose=0)
 
 
-def test_training_section_mirrors_train_config():
-    """The recipe module stays free of TensorFlow, so it repeats TrainConfig's fields: same defaults."""
-    from tfx_transfer.recipe import ModelSection, TrainingSection
-    from tfx_transfer.train import TrainConfig
-
-    config = TrainConfig()
-    for field in dataclasses.fields(TrainingSection):
-        if field.name == "ensemble_size":  # the runner's: how many models, each trained with a TrainConfig
-            assert TrainingSection().ensemble_size == 1
-            continue
-        assert getattr(TrainingSection(), field.name) == getattr(config, field.name), field.name
-    for name in ("backbone", "dropout", "grayscale", "pooling"):
-        assert getattr(ModelSection(), name) == getattr(config, name), name
-
-
 def test_data_sample_keeps_a_stratified_share_before_splitting(tmp_path):
     from tfx_transfer.runner import prepare_data
 
@@ -260,7 +245,7 @@ def test_data_sample_keeps_a_stratified_share_before_splitting(tmp_path):
     prepared = prepare_data(recipe, data)
     assert len(prepared.table) == 10 and np.bincount(prepared.table.labels).tolist() == [5, 5]
     assert sum(prepared.splits.sizes().values()) == 10 and prepared.positive_index == 1
-    with pytest.raises(RecipeError, match=r"data.sample: must be in \(0, 1\]; received 0.0"):
+    with pytest.raises(RecipeError, match=r"data.sample: must be in \(0.0, 1.0\]; received 0.0"):
         recipe.with_overrides(["data.sample=0"])
 
 

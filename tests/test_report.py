@@ -4,6 +4,7 @@ TensorFlow): required keys, self-contained HTML, the verdict against its own tab
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -128,6 +129,23 @@ def test_training_curves_draw_one_line_per_ensemble_member():
 def test_a_folder_that_is_not_a_run_is_explained(tmp_path):
     with pytest.raises(RunFolderError, match=r"not a finished tfx-transfer run: run.json, predictions.npz missing"):
         write_run_report(tmp_path)
+
+
+def test_markdown_report_prints_class_names_as_written(tmp_path):
+    import tfx_transfer.report as report_module
+
+    run = write_fake_run(tmp_path / "run")
+    facts = json.loads((run / "run.json").read_text())
+    facts["data"]["class_names"] = ["*good*", "cracked|chipped"]
+    (run / "run.json").write_text(json.dumps(facts))
+    write_run_report(run)
+    markdown = (run / "report.md").read_text()
+    assert "| \\*good\\* |" in markdown and "| cracked\\|chipped |" in markdown
+    per_class = markdown.split("## Per class (test)")[1].split("##")[0]
+    rows = [line for line in per_class.splitlines() if line.startswith("| ") and "chipped" in line]
+    # The per-class row keeps its five cells: an unescaped | would have made six.
+    assert len(rows) == 1 and len(re.split(r"(?<!\\)\|", rows[0])) == 7
+    assert report_module.render.markdown_text("a_b _c_ [x](y)") == "a_b \\_c\\_ [x\\](y)"
 
 
 def _cell(label, fraction, mean, low, high, seconds=10.0, n_train=100):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from datasets import solid_image, write_gtsrb, write_kermany, write_nih, write_solid_folder
+from tiny_data import solid_image, write_gtsrb, write_kermany, write_nih, write_solid_folder
 from tfx_transfer.images import read_image
 from tfx_transfer.sources import from_arrays, from_dataframe, from_folder, from_nih, from_tfds, load_source, with_weights
 
@@ -64,6 +64,30 @@ def test_csv_with_paths_labels_and_groups(tmp_path):
     assert table.class_names == ["blue", "red"]
     assert table.paths[0] == str(tmp_path / "red" / "red_00.png")
     assert table.groups.tolist() == ["p0", "p1", "p0", "p1"]
+
+
+@pytest.mark.parametrize("column, expected", [
+    ("target", r"2 row\(s\) of csv .*labels.csv have no label \(column 'target' is blank\): line 3, line 5\. Fill those cells"),
+    ("file", r"2 row\(s\) of csv .*labels.csv have no image path \(column 'file' is blank\): line 3, line 5\."),
+])
+def test_blank_paths_or_labels_name_their_csv_lines(tmp_path, column, expected):
+    write_solid_folder(tmp_path, per_class=2)
+    rows = [{"file": f"{c}/{c}_{i:02d}.png", "target": c} for c in ("red", "blue") for i in range(2)]
+    rows[1][column] = ""
+    rows[3][column] = "   "
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(ValueError, match=expected):
+        load_source(tmp_path / "labels.csv", path_column="file", label_column="target")
+
+
+def test_a_blank_group_is_a_group_of_its_own(tmp_path):
+    write_solid_folder(tmp_path, per_class=2)
+    rows = [{"file": f"{c}/{c}_{i:02d}.png", "target": c, "part": ""} for c in ("red", "blue") for i in range(2)]
+    rows[0]["part"] = "p7"
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    table = load_source(tmp_path / "labels.csv", path_column="file", label_column="target", group_column="part")
+    # Three images of unknown parts are three groups, not one part that may not be split.
+    assert table.groups[0] == "p7" and len(set(table.groups)) == 4
 
 
 def test_per_image_weights_are_matched_by_path(tmp_path):

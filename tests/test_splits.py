@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datasets import write_gtsrb, write_kermany, write_nih, write_solid_folder
+from tiny_data import write_gtsrb, write_kermany, write_nih, write_solid_folder
 from tfx_transfer.sources import ImageTable, load_source
 from tfx_transfer.splits import split_table
 

@@ -61,7 +61,7 @@ class _Pickler(pickle.Pickler):
         return None
 
 
-def _state(torch):
+def _state(torch, bad_view=None):
     weight = np.arange(24, dtype="float32")
     steps = np.array([7], dtype="int64")
     w_storage = _Storage("0", torch.FloatStorage, weight)
@@ -73,30 +73,54 @@ def _state(torch):
             ("bn.num_batches_tracked", _Tensor(s_storage, 0, (), ())),
         ]
     )
+    if bad_view is not None:  # (offset, size, stride) of a view of the 24-element storage
+        state["bad"] = _Tensor(w_storage, *bad_view)
     return state, [w_storage, s_storage]
 
 
-def _write_legacy(path, torch):
-    state, storages = _state(torch)
+def _write_legacy(path, torch, bad_view=None, short_storage=False):
+    state, storages = _state(torch, bad_view)
     buffer = io.BytesIO()
     for value in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
         pickle.dump(value, buffer, protocol=2)
     _Pickler(buffer, protocol=2).dump(state)
     pickle.dump([s.key for s in storages], buffer, protocol=2)
     for storage in storages:
-        buffer.write(struct.pack("<q", storage.array.size))
-        buffer.write(storage.array.astype(storage.array.dtype.newbyteorder("<")).tobytes())
+        array = storage.array[:-1] if short_storage else storage.array
+        buffer.write(struct.pack("<q", array.size))
+        buffer.write(array.astype(array.dtype.newbyteorder("<")).tobytes())
     path.write_bytes(buffer.getvalue())
 
 
-def _write_zip(path, torch):
-    state, storages = _state(torch)
+def _write_zip(path, torch, bad_view=None, short_storage=False):
+    state, storages = _state(torch, bad_view)
     buffer = io.BytesIO()
     _Pickler(buffer, protocol=2).dump(state)
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("archive/data.pkl", buffer.getvalue())
         for storage in storages:
-            archive.writestr(f"archive/data/{storage.key}", storage.array.tobytes())
+            archive.writestr(f"archive/data/{storage.key}", storage.array[:-1 if short_storage else None].tobytes())
+
+
+@pytest.mark.parametrize("writer", [_write_legacy, _write_zip])
+@pytest.mark.parametrize("bad_view, expected", [
+    ((20, (2, 3), (3, 1)), r"reaches element 25, but its storage holds 24"),  # runs past the end
+    ((0, (2, 3), (-3, 1)), r"expected non-negative integers"),  # strides backwards, before the start
+    ((30, (1,), (1,)), r"reaches element 30, but its storage holds 24"),  # starts after the end
+])
+def test_load_state_dict_bounds_every_view_by_its_storage(writer, bad_view, expected, fake_torch, tmp_path):
+    path = tmp_path / "corrupt.pth"
+    writer(path, fake_torch, bad_view=bad_view)
+    with pytest.raises(ValueError, match=rf"Checkpoint is corrupt: .*{expected}"):
+        load_state_dict(path)
+
+
+@pytest.mark.parametrize("writer", [_write_legacy, _write_zip])
+def test_load_state_dict_refuses_a_storage_of_another_size_than_declared(writer, fake_torch, tmp_path):
+    path = tmp_path / "short.pth"
+    writer(path, fake_torch, short_storage=True)
+    with pytest.raises(ValueError, match=r"Checkpoint is corrupt: storage 0 declares 24 elements"):
+        load_state_dict(path)
 
 
 @pytest.mark.parametrize("writer", [_write_legacy, _write_zip])

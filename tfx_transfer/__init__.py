@@ -18,14 +18,14 @@ __version__ = "0.1.0"
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
-    "BACKBONES": "backbones", "BackboneSpec": "backbones", "ImagePreprocessing": "backbones",
+    "BACKBONES": "backbones", "BackboneSpec": "backbones", "ImagePreprocessing": "layers",
     "get_backbone_spec": "backbones", "list_backbones": "backbones",
     "audit_frozen_weights": "model", "find_backbone": "model", "format_trainable_summary": "model",
     "freeze_backbone": "model", "load_backbone": "model", "snapshot_frozen_weights": "model",
     "trainable_summary": "model", "unfreeze_fraction": "model", "unfreeze_from_block": "model",
     "unfreeze_top_blocks": "model", "weights_info": "model", "build_classifier": "model",
     "WeightsInfo": "weights", "available_weights": "weights", "import_weights": "weights",
-    "Recipe": "recipe", "load_recipe": "recipe",
+    "Recipe": "recipe", "load_recipe": "recipe", "SECTIONS": "settings", "Setting": "settings",
     "run": "runner", "compare": "sweep", "run_demo": "demo",
     "build_run_report": "report", "write_run_report": "report",
     "write_comparison_report": "comparison",

@@ -7,8 +7,10 @@ stable layer names Keras gives each family (`block_{id}_...`, `conv{stage}_block
 `re_lu_7`) belongs to the next block that has a matching layer, and trailing ones to the last.
 So a block ends at its last named layer, which is what "block" means in every family here.
 
-This module also holds `ImagePreprocessing`, the serializable layer that puts each family's
-`preprocess_input` inside the model, so every model the toolkit builds takes raw RGB in [0, 255].
+The registry is plain data and imports neither Keras nor TensorFlow: constructors are named
+(`keras.applications` attributes, or a function of this module) and resolved when a model is built,
+so recipes are checked against it without loading TensorFlow. The layer that puts each family's
+`preprocess_input` inside the model is `tfx_transfer.layers.ImagePreprocessing`.
 
 Vocabulary: `name` is the registry key (snake case of the Keras module, e.g. `mobilenet_v2`),
 `image_size` is `(height, width)`, `preprocessing` is one of `PREPROCESSING_MODES`.
@@ -17,74 +19,16 @@ Vocabulary: `name` is the registry key (snake case of the Keras module, e.g. `mo
 from __future__ import annotations
 
 import difflib
+import importlib
 import re
 from dataclasses import dataclass
-from typing import Callable
 
-import keras
 import numpy as np
 
 #: Input conventions of keras.applications families (see `imagenet_utils.preprocess_input`):
 #: "tf" scales to [-1, 1]; "torch" scales to [0, 1] then ImageNet mean/std; "caffe" flips RGB to
 #: BGR and subtracts the ImageNet mean; "none" means the backbone rescales inside itself.
 PREPROCESSING_MODES = ("tf", "torch", "caffe", "none")
-
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-
-@keras.saving.register_keras_serializable(package="tfx_transfer")
-class ImagePreprocessing(keras.layers.Layer):
-    """Maps raw RGB pixels in [0, 255] to what a backbone's weights expect.
-
-    The layer also carries `weights_source`, a one-line description of where the backbone's
-    weights came from, so a saved model says what it is without any side file.
-
-    Args:
-        mode: One of `PREPROCESSING_MODES`.
-        weights_source: Free text recorded with the model, e.g. `"random"`.
-
-    Example:
-        >>> layer = ImagePreprocessing("tf")
-        >>> float(layer(np.full((1, 2, 2, 3), 255.0))[0, 0, 0, 0])
-        1.0
-    """
-
-    def __init__(self, mode: str, weights_source: str = "random", **kwargs):
-        # Preprocessing runs in float32 even under mixed precision: 255 - 123.68 in float16 loses
-        # about 0.1 per pixel, and the cost of this layer is negligible.
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        if mode not in PREPROCESSING_MODES:
-            raise ValueError(
-                f"Unknown preprocessing mode {mode!r}. Expected one of {PREPROCESSING_MODES}. "
-                f"Received: mode={mode!r}"
-            )
-        self.mode = mode
-        self.weights_source = weights_source
-
-    def call(self, inputs):
-        x = keras.ops.cast(inputs, "float32")
-        if self.mode == "tf":
-            return x / 127.5 - 1.0
-        if self.mode == "torch":
-            mean = keras.ops.convert_to_tensor(_IMAGENET_MEAN, "float32")
-            std = keras.ops.convert_to_tensor(_IMAGENET_STD, "float32")
-            return (x / 255.0 - mean) / std
-        if self.mode == "caffe":
-            mean = keras.ops.convert_to_tensor(_CAFFE_MEAN_BGR, "float32")
-            return keras.ops.flip(x, axis=-1) - mean
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"mode": self.mode, "weights_source": self.weights_source})
-        return config
-
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -93,7 +37,8 @@ class BackboneSpec:
     Attributes:
         name: Registry key, also the name given to the Keras model so it can be found again
             inside a classifier (and after saving and loading).
-        constructor: The `keras.applications` function.
+        constructor: The `keras.applications` function's name (e.g. `"MobileNetV2"`), or
+            `"tfx_transfer.backbones:<function>"` for a model defined here (`tiny_test`).
         image_size: Default `(height, width)`, the size the ImageNet weights were trained at.
         min_image_size: Smallest side Keras accepts with `include_top=False`.
         preprocessing: Mode of `ImagePreprocessing` for the family's own Keras weights.
@@ -103,7 +48,7 @@ class BackboneSpec:
     """
 
     name: str
-    constructor: Callable[..., keras.Model]
+    constructor: str
     image_size: tuple[int, int]
     min_image_size: int
     preprocessing: str
@@ -120,7 +65,7 @@ class BackboneSpec:
         image_size: tuple[int, int] | None = None,
         include_top: bool = False,
         pooling: str | None = None,
-    ) -> keras.Model:
+    ):
         """Builds the bare Keras backbone with random weights (no preprocessing layer).
 
         Example:
@@ -129,7 +74,7 @@ class BackboneSpec:
             'vgg16'
         """
         height, width = image_size or self.image_size
-        model = self.constructor(
+        model = self.keras_constructor()(
             include_top=include_top,
             weights=None,
             input_shape=(height, width, 3),
@@ -140,8 +85,19 @@ class BackboneSpec:
         model.name = self.name
         return model
 
+    def keras_constructor(self):
+        """The function that builds this family (imports Keras)."""
+        if ":" in self.constructor:
+            module, name = self.constructor.split(":")
+            return getattr(importlib.import_module(module), name)
+        import keras
+
+        return getattr(keras.applications, self.constructor)
+
     def preprocess_input(self, images: np.ndarray) -> np.ndarray:
         """The family's own `keras.applications.<module>.preprocess_input`, on a copy."""
+        import keras
+
         module = getattr(keras.applications, self.preprocess_module)
         # imagenet_utils.preprocess_input modifies float arrays in place.
         return np.asarray(module.preprocess_input(np.array(images, dtype="float32", copy=True)))
@@ -151,12 +107,10 @@ def _numbered(template: str, pattern: str, numbers) -> tuple[tuple[str, str], ..
     return tuple((template.format(n=n), pattern.format(n=n)) for n in numbers)
 
 
-_A = keras.applications
-
 _SPECS = (
     BackboneSpec(
         name="mobilenet_v2",
-        constructor=_A.MobileNetV2,
+        constructor="MobileNetV2",
         image_size=(224, 224),
         min_image_size=32,
         preprocessing="tf",
@@ -169,7 +123,7 @@ _SPECS = (
     ),
     BackboneSpec(
         name="mobilenet_v3_small",
-        constructor=_A.MobileNetV3Small,
+        constructor="MobileNetV3Small",
         image_size=(224, 224),
         min_image_size=32,
         preprocessing="none",
@@ -183,7 +137,7 @@ _SPECS = (
     ),
     BackboneSpec(
         name="mobilenet_v3_large",
-        constructor=_A.MobileNetV3Large,
+        constructor="MobileNetV3Large",
         image_size=(224, 224),
         min_image_size=32,
         preprocessing="none",
@@ -197,7 +151,7 @@ _SPECS = (
     ),
     BackboneSpec(
         name="efficientnet_b0",
-        constructor=_A.EfficientNetB0,
+        constructor="EfficientNetB0",
         image_size=(224, 224),
         min_image_size=32,
         preprocessing="none",
@@ -210,7 +164,7 @@ _SPECS = (
     ),
     BackboneSpec(
         name="efficientnet_v2_b0",
-        constructor=_A.EfficientNetV2B0,
+        constructor="EfficientNetV2B0",
         image_size=(224, 224),
         min_image_size=32,
         preprocessing="none",
@@ -224,7 +178,7 @@ _SPECS = (
     ),
     BackboneSpec(
         name="resnet50",
-        constructor=_A.ResNet50,
+        constructor="ResNet50",
         image_size=(224, 224),
         min_image_size=32,
         preprocessing="caffe",
@@ -236,7 +190,7 @@ _SPECS = (
     ),
     BackboneSpec(
         name="resnet50_v2",
-        constructor=_A.ResNet50V2,
+        constructor="ResNet50V2",
         image_size=(224, 224),
         min_image_size=32,
         preprocessing="tf",
@@ -250,7 +204,7 @@ _SPECS = (
     ),
     BackboneSpec(
         name="densenet121",
-        constructor=_A.DenseNet121,
+        constructor="DenseNet121",
         image_size=(224, 224),
         min_image_size=32,
         preprocessing="torch",
@@ -265,7 +219,7 @@ _SPECS = (
     ),
     BackboneSpec(
         name="inception_v3",
-        constructor=_A.InceptionV3,
+        constructor="InceptionV3",
         image_size=(299, 299),
         min_image_size=75,
         preprocessing="tf",
@@ -280,7 +234,7 @@ _SPECS = (
     ),
     BackboneSpec(
         name="xception",
-        constructor=_A.Xception,
+        constructor="Xception",
         image_size=(299, 299),
         min_image_size=71,
         preprocessing="tf",
@@ -289,7 +243,7 @@ _SPECS = (
     ),
     BackboneSpec(
         name="vgg16",
-        constructor=_A.VGG16,
+        constructor="VGG16",
         image_size=(224, 224),
         min_image_size=32,
         preprocessing="caffe",
@@ -298,7 +252,7 @@ _SPECS = (
     ),
     BackboneSpec(
         name="convnext_tiny",
-        constructor=_A.ConvNeXtTiny,
+        constructor="ConvNeXtTiny",
         image_size=(224, 224),
         min_image_size=32,
         preprocessing="none",
@@ -312,6 +266,22 @@ _SPECS = (
             ("stage_3", r"^convnext_tiny_(stage_3_|downsampling_block_2)"),
         ),
         constructor_kwargs=(("include_preprocessing", True),),
+    ),
+    BackboneSpec(
+        # Not a keras.applications family: a tiny model with the parts that matter to slicing
+        # (BatchNorm, residual paths, named blocks), so engine tests train in seconds (KerasHub and
+        # timm register tiny test models the same way).
+        name="tiny_test",
+        constructor="tfx_transfer.backbones:tiny_test_backbone",
+        image_size=(32, 32),
+        min_image_size=32,
+        preprocessing="tf",
+        preprocess_module="mobilenet_v2",
+        blocks=(
+            ("stem", r"^stem_"),
+            *_numbered("block{n}", r"^block{n}_", range(1, 4)),
+            ("top", r"^top_"),
+        ),
     ),
 )
 
@@ -349,7 +319,7 @@ def get_backbone_spec(name: str) -> BackboneSpec:
     )
 
 
-def assign_blocks(model: keras.Model, spec: BackboneSpec) -> dict[str, list[keras.layers.Layer]]:
+def assign_blocks(model, spec: BackboneSpec) -> dict[str, list]:
     """Splits the layers of a bare backbone into the spec's named blocks, in order.
 
     Input layers are left out. A layer whose name matches no block pattern joins the next block
@@ -366,8 +336,10 @@ def assign_blocks(model: keras.Model, spec: BackboneSpec) -> dict[str, list[kera
     """
     patterns = [(name, re.compile(pattern)) for name, pattern in spec.blocks]
     index_of = {name: i for i, (name, _) in enumerate(spec.blocks)}
-    blocks: dict[str, list[keras.layers.Layer]] = {name: [] for name, _ in spec.blocks}
-    pending: list[keras.layers.Layer] = []
+    import keras
+
+    blocks: dict[str, list] = {name: [] for name, _ in spec.blocks}
+    pending: list = []
     current = -1
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
@@ -401,3 +373,47 @@ def assign_blocks(model: keras.Model, spec: BackboneSpec) -> dict[str, list[kera
             f"not fit this Keras version ({keras.__version__}); fix tfx_transfer/backbones.py."
         )
     return blocks
+
+
+def tiny_test_backbone(include_top: bool = False, weights=None, input_shape=(32, 32, 3), pooling=None,
+                       classes: int = 1000, **unused):
+    """The `tiny_test` backbone: a stem, three residual blocks with BatchNorm, a top; ~12k parameters.
+
+    It takes the arguments of a `keras.applications` constructor; it has no pretrained weights.
+
+    Example:
+        >>> get_backbone_spec("tiny_test").build().count_params() < 20_000
+        True
+    """
+    import keras
+    from keras import layers
+
+    if weights is not None:
+        raise ValueError(f"The tiny_test backbone has no pretrained weights. Received: weights={weights!r}")
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    for number, (filters, stride) in enumerate(((16, 1), (24, 2), (32, 2)), start=1):
+        name = f"block{number}"
+        shortcut = x
+        if stride != 1 or shortcut.shape[-1] != filters:
+            shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_shortcut_conv")(x)
+        y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+        y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+        y = layers.ReLU(name=f"{name}_relu1")(y)
+        y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+        y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+        x = layers.Add(name=f"{name}_add")([shortcut, y])
+        x = layers.ReLU(name=f"{name}_out")(x)
+    x = layers.Conv2D(48, 1, use_bias=False, name="top_conv")(x)
+    x = layers.BatchNormalization(name="top_bn")(x)
+    x = layers.ReLU(name="top_relu")(x)
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="top_pool")(x)
+        x = layers.Dense(classes, activation="softmax", name="top_predictions")(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="top_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="top_pool")(x)
+    return keras.Model(inputs, x, name="tiny_test")

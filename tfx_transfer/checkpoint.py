@@ -24,16 +24,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-
-def write_atomically(path: str | os.PathLike, text: str) -> None:
-    """Writes a text file so that readers see the old content or the new one, nothing between."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(file.name, path)
+from tfx_transfer.run_folder import write_atomically
 
 
 def _layers_only(model: keras.Model) -> keras.Model:
@@ -87,6 +78,16 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
         return None
     folder = pointer.parent / pointer.read_text().strip()
     return folder if (folder / "state.json").is_file() else None
+
+
+def has_checkpoint(run_dir: str | os.PathLike) -> bool:
+    """Whether a training folder holds a complete checkpoint to resume from: its own, or an
+    ensemble member's (`member-N/checkpoints/`). A `checkpoints/` folder alone is not enough: a run
+    killed while writing its first checkpoint leaves one without `latest`.
+    """
+    run_dir = Path(run_dir)
+    folders = [run_dir, *sorted(run_dir.glob("member-*"))]
+    return any(latest_checkpoint(folder) is not None for folder in folders)
 
 
 def load_state(checkpoint: Path) -> dict:

@@ -4,7 +4,8 @@ Commands:
     backbones               one row per registered backbone
     weights list            where ImageNet weights are available offline on this machine
     weights import FILE     install a Keras weights file copied by hand (--backbone NAME)
-    train                   train with --strategy on --data into --out; --resume RUN_DIR continues
+    train                   `run` without a recipe file: --data, --out and a flag per setting;
+                            --resume RUN_DIR continues
     run RECIPE              train and evaluate a recipe into a run folder with its report
     compare RECIPE          strategies x training-set fractions x seeds, with a comparison report
     report RUN_DIR ...      rebuild reports from saved predictions (no TensorFlow)
@@ -21,8 +22,6 @@ import os
 import sys
 from pathlib import Path
 
-# TensorFlow prints C++ start-up logs on import; keep the terminal for our own output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -114,57 +113,84 @@ def _showcase(args: argparse.Namespace) -> int:
     return 0
 
 
-_TRAIN_OPTIONS = (
-    # (flag, TrainConfig field, type)
-    ("--strategy", "strategy", str), ("--backbone", "backbone", str), ("--epochs", "epochs", int),
-    ("--fine-tune-epochs", "fine_tune_epochs", int), ("--batch-size", "batch_size", int),
-    ("--learning-rate", "learning_rate", float), ("--fine-tune-learning-rate", "fine_tune_learning_rate", float),
-    ("--unfreeze-blocks", "unfreeze_blocks", int), ("--unfreeze-from", "unfreeze_from", str),
-    ("--seed", "seed", int), ("--class-weight", "class_weight", str), ("--layer-decay", "layer_decay", float),
-)
+#: Extra names kept for flags users already type.
+_FLAG_ALIASES = {"augmentation.policy": ("--augment",)}
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per recipe setting (`--epochs 3` is `--set training.epochs=3`), made from
+    `tfx_transfer.settings`; mappings (data.options, augmentation overrides) go through --set."""
+    from tfx_transfer.settings import SECTIONS
+
+    group = parser.add_argument_group("recipe settings", "each flag sets one recipe field (default: the recipe's value)")
+    for section, items in SECTIONS.items():
+        for item in items:
+            if dict in item.types or (section, item.name) == ("data", "source"):
+                continue
+            flags = [f"--{item.name.replace('_', '-')}", *_FLAG_ALIASES.get(f"{section}.{item.name}", ())]
+            help_text = f"{item.help} [{section}.{item.name}]".replace("%", "%%")
+            if bool in item.types:
+                group.add_argument(*flags, dest=f"setting:{section}.{item.name}", action=argparse.BooleanOptionalAction,
+                                   default=None, help=help_text)
+            else:
+                group.add_argument(*flags, dest=f"setting:{section}.{item.name}", default=None,
+                                   metavar=item.name.split("_")[-1].upper(), help=help_text)
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict:
+    """`{"section.name": value}` of the setting flags given, parsed as a recipe would read them."""
+    from tfx_transfer.settings import setting
+
+    overrides = {}
+    for dest, value in vars(args).items():
+        if not dest.startswith("setting:") or value is None:
+            continue
+        key = dest.split(":", 1)[1]
+        item = setting(*key.split("."))
+        if isinstance(value, str):
+            value = _parse_flag(value, item.types)
+        overrides[key] = value
+    return overrides
+
+
+def _parse_flag(text: str, types: tuple):
+    """A flag's text as its setting's type; text that does not parse is left for the setting's check to name."""
+    if type(None) in types and text.lower() in ("null", "none"):
+        return None  # an optional setting is unset with null or none
+    for kind in (int, float):
+        if kind in types:
+            try:
+                return kind(text)
+            except ValueError:
+                return text
+    return text  # a string setting keeps the text as typed: `--unfreeze-from 5` names block "5"
 
 
 def _train(args: argparse.Namespace) -> int:
-    import json
+    from tfx_transfer.recipe import Recipe
+    from tfx_transfer.report import headline
+    from tfx_transfer.run_folder import RunFolder
+    from tfx_transfer.runner import run
 
-    from tfx_transfer.augment import make_policy
-    from tfx_transfer.checkpoint import write_atomically
-    from tfx_transfer.data import drop_unreadable
-    from tfx_transfer.sources import load_source
-    from tfx_transfer.splits import split_table
-    from tfx_transfer.train import TrainConfig, train
-
-    if args.resume:
-        run_dir = Path(args.resume)
-        record_file = run_dir / "run.json"
-        if not record_file.is_file():
-            raise FileNotFoundError(f"'{run_dir}' is not a tfx-transfer run folder: it has no run.json.")
-        record = json.loads(record_file.read_text())
+    if args.resume:  # the folder's own resolved recipe; a flag that changes it is refused on resuming
+        folder = RunFolder(args.resume)
+        recipe = Recipe.from_dict(folder.read_recipe(), str(folder.recipe_file))
     else:
         if not args.data or not args.out:
             raise ValueError("train needs --data PATH and --out RUN_DIR (or --resume RUN_DIR).")
-        run_dir = Path(args.out)
-        options = {field: getattr(args, field) for _, field, _ in _TRAIN_OPTIONS if getattr(args, field) is not None}
-        options["weights"] = None if args.weights == "none" else args.weights
-        options["image_size"] = [args.image_size, args.image_size]
-        record = {"data": str(args.data), "augment": args.augment, "validation_split": args.validation_split,
-                  "test_split": args.test_split, "options": options}
-        write_atomically(run_dir / "run.json", json.dumps(record, indent=2))
-    options = dict(record["options"], image_size=tuple(record["options"]["image_size"]))
-    config = TrainConfig(**options, augment=make_policy(record["augment"]))
-    table = drop_unreadable(load_source(record["data"]), scan_cache=run_dir / "scan.json")
-    splits = split_table(table, record["validation_split"], record["test_split"], seed=config.seed)
-    result = train(table, splits, config, run_dir=run_dir, resume=bool(args.resume))
-    if result.stopped:
-        print(f"Stopped. Resume with: tfx-transfer train --resume {run_dir}")
-        return 130
-    result.model.save(run_dir / ".model.keras")
-    (run_dir / ".model.keras").replace(run_dir / "model.keras")
-    write_atomically(run_dir / "history.json", json.dumps(result.history, indent=2))
-    print(f"weights: {result.weights_source}\ndevice: {result.device}")
-    for phase in result.phases:
-        print(phase.line(config.monitor))
-    print(f"Model: {run_dir / 'model.keras'} (takes raw RGB pixels in [0, 255])")
+        folder = RunFolder(args.out)
+        source = args.data if args.data.startswith(("tfds:", "embedded:")) else str(Path(args.data).resolve())
+        # `train` is `run` on a minimal recipe: the data, every other setting at its default or its flag.
+        recipe = Recipe.from_dict({"name": "train", "description": f"tfx-transfer train on {args.data}",
+                                   "data": {"source": source}})
+    recipe = recipe.with_overrides(args.overrides).with_overrides(_flag_overrides(args))
+    try:
+        result = run(recipe, out=folder.path, resume=bool(args.resume))
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"resume with: tfx-transfer train --resume {folder.path}") from None
+    print(headline(result.report))
+    print(f"Run folder: {folder.path}\nReport: {folder.report_html_file}\n"
+          f"Model: {folder.model_file} (takes raw RGB pixels in [0, 255])")
     return 0
 
 
@@ -178,10 +204,10 @@ def _recipe_options(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from tfx_transfer.report import headline
-    from tfx_transfer.runner import run
+    from tfx_transfer.runner import as_recipe, run
 
-    result = run(args.recipe, data=args.data, strategy=args.strategy, overrides=args.overrides, out=args.out,
-                 quick=args.quick, resume=args.resume)
+    recipe = as_recipe(args.recipe, args.overrides, quick=args.quick).with_overrides(_flag_overrides(args))
+    result = run(recipe, data=args.data, out=args.out, resume=args.resume)
     print(headline(result.report))
     print(f"Run folder: {result.run_dir}\nReport: {result.run_dir / 'report.html'}")
     return 0
@@ -238,8 +264,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfx-transfer", description=__doc__.split("\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show TensorFlow's native start-up logs (CUDA probing, oneDNN notices)")
+    parser.add_argument("--verbose", action="store_true", default=False,
+                        help="show TensorFlow's native start-up logs (CUDA probing, oneDNN notices)")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("backbones", help="list the backbone registry").set_defaults(func=_backbones)
+    commands.add_parser("backbones", parents=[common], help="list the backbone registry").set_defaults(func=_backbones)
 
     weights = commands.add_parser("weights", help="offline ImageNet weights").add_subparsers(dest="action", required=True)
     weights.add_parser("list", help="what is available on this machine").set_defaults(func=_weights_list)
@@ -248,27 +279,24 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--backbone", required=True, help="registry name, see `tfx-transfer backbones`")
     importer.set_defaults(func=_weights_import)
 
-    trainer = commands.add_parser("train", help="train a classifier on a folder, CSV or official layout")
+    trainer = commands.add_parser("train", parents=[common], help="run on a folder, CSV or official layout without a recipe "
+                                  "file (the recipe is every setting's default and the flags given)")
     trainer.add_argument("--data", help="folder, CSV file, GTSRB/Kermany layout or tfds:<name>")
-    trainer.add_argument("--out", help="run folder: checkpoints, model.keras, history.json")
+    trainer.add_argument("--out", help="run folder: model.keras, report, checkpoints")
     trainer.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run")
-    trainer.add_argument("--weights", default="imagenet", help="imagenet, none, or a Keras weights file")
-    trainer.add_argument("--image-size", type=int, default=96)
-    trainer.add_argument("--augment", default="none", help="none, xray, traffic_signs or defects")
-    trainer.add_argument("--validation-split", type=float, default=0.15)
-    trainer.add_argument("--test-split", type=float, default=0.15)
-    for flag, field, kind in _TRAIN_OPTIONS:
-        trainer.add_argument(flag, dest=field, type=kind, default=None)
+    trainer.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="change a setting, e.g. --set augmentation.overrides={rotation: 5} (repeatable)")
+    _add_setting_flags(trainer)
     trainer.set_defaults(func=_train)
 
-    runner = commands.add_parser("run", help="train and evaluate a recipe")
+    runner = commands.add_parser("run", parents=[common], help="train and evaluate a recipe")
     runner.add_argument("recipe", help="a recipe file, or the name of a built-in recipe (chest_xray, ...)")
     _recipe_options(runner)
-    runner.add_argument("--strategy", help="scratch, feature_extraction, fine_tune or gradual")
     runner.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    _add_setting_flags(runner)
     runner.set_defaults(func=_run)
 
-    comparer = commands.add_parser("compare", help="compare strategies at several training-set sizes")
+    comparer = commands.add_parser("compare", parents=[common], help="compare strategies at several training-set sizes")
     comparer.add_argument("recipe", help="a recipe file, or the name of a built-in recipe")
     _recipe_options(comparer)
     comparer.add_argument("--strategies", default="scratch,feature_extraction,fine_tune",
@@ -282,28 +310,42 @@ def build_parser() -> argparse.ArgumentParser:
     reporter.add_argument("--out", help="with several runs: where to write their comparison (default: the first's parent)")
     reporter.set_defaults(func=_report)
 
-    demo = commands.add_parser("demo", help="every recipe on its built-in data, strategies compared")
+    demo = commands.add_parser("demo", parents=[common], help="every recipe on its built-in data, strategies compared")
     demo.add_argument("--quick", action="store_true", help="small images, few epochs: under 10 minutes on 2 CPU cores")
     demo.add_argument("--out", default="runs/demo", help="where the runs and the report go (default: %(default)s)")
     demo.add_argument("--jobs", type=int, help="recipes compared at once in worker processes "
                                                "(default: one per recipe, at most CPU cores + 1)")
     demo.set_defaults(func=_demo)
 
-    commands.add_parser("showcase", help="the offline ImageNet weights at work, and block slicing").set_defaults(func=_showcase)
+    commands.add_parser("showcase", parents=[common], help="the offline ImageNet weights at work, and block slicing").set_defaults(func=_showcase)
     return parser
 
 
+#: Commands that never load TensorFlow.
+_WITHOUT_TENSORFLOW = ("report",)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The `tfx-transfer` entry point; returns the exit status (2: bad input, 130: stopped by Ctrl-C)."""
     import logging
 
+    from tfx_transfer.startup import VERBOSE_VARIABLE, start_tensorflow
+
     args = build_parser().parse_args(argv)
+    if getattr(args, "verbose", False):
+        os.environ[VERBOSE_VARIABLE] = "1"  # worker processes of the demo inherit it
     # Keras' retracing notices (one predict function per model of a comparison) are not the user's concern.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
+        if args.command not in _WITHOUT_TENSORFLOW:
+            start_tensorflow()
         return args.func(args)
     except (ValueError, FileNotFoundError) as error:  # RecipeError is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as error:  # the one place Ctrl-C becomes a message: training saved its checkpoint
+        print(f"\nStopped{'; ' + str(error) if str(error) else '.'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from tfx_transfer import render
+from tfx_transfer.run_folder import write_report_files
 from tfx_transfer.report import build_run_report, confusion_figure, gallery_html, write_run_report
 
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "roc_auc", "average_precision",
@@ -273,7 +274,7 @@ def _facts_rows(comparison: dict) -> list[list[str]]:
 def render_comparison_markdown(comparison: dict) -> str:
     metric = comparison["primary_metric"]
     best = comparison["best"]
-    lines = [f"# Comparison: {comparison['recipe']}", "", f"**Verdict.** {comparison['verdict']['text']}", "",
+    lines = [f"# Comparison: {comparison['recipe']}", "", f"**Verdict.** {render.markdown_text(comparison['verdict']['text'])}", "",
              f"## Test {metric} by strategy and training-set fraction (mean [95% interval])", "",
              render.markdown_table(*_summary_table(comparison)), "",
              "## Cost (largest training set)", "", render.markdown_table(*_cost_table(comparison)), "",
@@ -315,14 +316,11 @@ def comparison_sections(comparison: dict, reports: dict[str, dict], level: str =
 
 
 def write_comparison_report(out: str | os.PathLike, run_dirs: list[str | os.PathLike], rebuild: bool = False) -> dict:
-    """Builds the comparison of `run_dirs` and writes report.json, report.md and report.html in `out`."""
-    out = Path(out)
+    """Builds the comparison of `run_dirs` and writes report.md, report.html, then report.json in `out`."""
     comparison, reports = build_comparison(run_dirs, rebuild)
-    render.write_json(out / "report.json", comparison)
-    render.write_text_atomically(out / "report.md", render_comparison_markdown(comparison))
     page = render.html_page(f"Comparison: {comparison['recipe']}", comparison_sections(comparison, reports),
                             comparison["best"].get("description", ""))
-    render.write_text_atomically(out / "report.html", page)
+    write_report_files(out, comparison, render_comparison_markdown(comparison), page)
     return comparison
 
 
@@ -341,9 +339,8 @@ def write_overview(out: str | os.PathLike, comparisons: list[tuple[dict, dict[st
     for comparison, reports in comparisons:
         sections.append((f"Recipe {comparison['recipe']}", render.paragraph(comparison["best"].get("description", ""), "note")))
         sections += comparison_sections(comparison, reports, level=f"{comparison['recipe']}: ")
-        lines += [f"## {comparison['recipe']}", "", f"**Verdict.** {comparison['verdict']['text']}", "",
+        lines += [f"## {comparison['recipe']}", "", f"**Verdict.** {render.markdown_text(comparison['verdict']['text'])}", "",
                   render.markdown_table(*_summary_table(comparison)), ""]
-    render.write_json(out / "report.json", {"kind": "overview", "comparisons": [c for c, _ in comparisons]})
-    render.write_text_atomically(out / "report.md", "\n".join(lines))
-    render.write_text_atomically(out / "report.html", render.html_page("tfx-transfer demo: every recipe compared", sections))
+    write_report_files(out, {"kind": "overview", "comparisons": [c for c, _ in comparisons]}, "\n".join(lines),
+                       render.html_page("tfx-transfer demo: every recipe compared", sections))
     return out / "report.html"

@@ -38,6 +38,9 @@ def _compare_one(recipe_path: str, out: str, quick: bool, threads: int | None) -
     """One recipe's comparison; runs in a worker process (or in this one with one job)."""
     import logging
 
+    from tfx_transfer.startup import start_tensorflow
+
+    start_tensorflow()  # a spawned worker starts TensorFlow itself: as quietly as the CLI does
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # as the CLI does: retracing notices are noise here
     if threads:
         import tensorflow as tf

@@ -61,6 +61,11 @@ def _read_dicom(path: Path) -> np.ndarray:
     except ImportError as error:  # pragma: no cover - pydicom is a dependency
         raise ImportError("Reading DICOM needs pydicom: pip install pydicom") from error
     dataset = pydicom.dcmread(str(path))
+    frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        # pixel_array would be (frames, height, width): read as one image, frames become rows.
+        raise OSError(f"multi-frame DICOM ({frames} frames) is not one image; expected one frame per file. "
+                      "Write each frame (or the one to classify) to its own file.")
     pixels = dataset.pixel_array.astype("float64")
     if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):  # RGB ultrasound, photographs
         return _to_uint8(pixels)[..., :3]

@@ -20,17 +20,17 @@ import numpy as np
 from tfx_transfer.backbones import (
     BACKBONES,
     BackboneSpec,
-    ImagePreprocessing,
     assign_blocks,
     get_backbone_spec,
 )
+from tfx_transfer.layers import ImagePreprocessing
+from tfx_transfer.settings import CLASSIFIER_POOLINGS
 from tfx_transfer.weights import WeightsInfo, load_weights_file, resolve_weights
 
 _POOLING = (None, "avg", "max")
-# The classifier's global pooling. `avg_max` concatenates both (fastai's concat pooling): the
-# average says how much of the image looks like a class, the maximum whether any place does,
-# which is what a small local defect (a crack in one corner) leaves in the feature map.
-CLASSIFIER_POOLINGS = ("avg", "max", "avg_max")
+# The classifier's global pooling (`CLASSIFIER_POOLINGS`). `avg_max` concatenates both (fastai's
+# concat pooling): the average says how much of the image looks like a class, the maximum whether
+# any place does, which is what a small local defect (a crack in one corner) leaves in the map.
 
 
 def load_backbone(

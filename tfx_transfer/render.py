@@ -1,7 +1,7 @@
 """Writing reports: Markdown and one self-contained HTML page with plots embedded as PNG.
 
 No external asset, script or font: the HTML opens offline in any browser and prints cleanly.
-Files are written atomically (a temporary file renamed over the target).
+Files are written by `tfx_transfer.run_folder` (atomically).
 """
 
 from __future__ import annotations
@@ -9,9 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
-import os
-from pathlib import Path
+import re
 
 import numpy as np
 
@@ -27,26 +25,6 @@ th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .gallery img{width:140px;height:140px;object-fit:contain;background:#222}
 @media print{body{max-width:none;margin:0}h2{page-break-after:avoid}img,table,figure{page-break-inside:avoid}}
 """
-
-
-def write_text_atomically(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
-def write_json(path: str | os.PathLike, record: dict) -> None:
-    write_text_atomically(path, json.dumps(record, indent=2, default=_plain))
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def figure_to_data_uri(figure) -> str:
@@ -98,9 +76,25 @@ def html_table(header: list[str], rows: list[list], numeric_from: int = 1) -> st
     return f"<table>{thead}<tbody>{''.join(body)}</tbody></table>"
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*|<>~]|\](?=\())|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def markdown_text(value) -> str:
+    """`value` as literal Markdown text: a class named `*scratch*`, `a|b` or `<b>` prints as written.
+
+    Underscores inside a word stay as they are (they never emphasise there); line breaks become spaces.
+
+    Example:
+        >>> print(markdown_text("*bad* | speed_limit_20"))
+        \\*bad\\* \\| speed_limit_20
+    """
+    text = " ".join(str(value).splitlines())
+    return _MARKDOWN_SPECIAL.sub(lambda match: "\\" + match.group(0), text)
+
+
 def markdown_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
+    lines = ["| " + " | ".join(map(markdown_text, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(markdown_text(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -29,30 +28,16 @@ import numpy as np
 
 from tfx_transfer import render
 from tfx_transfer.metrics import choose_operating_point, classification_metrics, multilabel_metrics
+from tfx_transfer.run_folder import RunFolder, RunFolderError  # noqa: F401  (RunFolderError: raised by load_run)
 
 GALLERY_SIZE = 12
 
 
-class RunFolderError(FileNotFoundError):
-    """A folder that is not a finished tfx-transfer run."""
-
-
 def load_run(run_dir: str | os.PathLike) -> tuple[dict, list[dict], dict]:
-    """`(facts, history, predictions)` of a run folder."""
-    run_dir = Path(run_dir)
-    needed = [run_dir / "run.json", run_dir / "predictions.npz"]
-    missing = [path.name for path in needed if not path.is_file()]
-    if missing:
-        raise RunFolderError(
-            f"'{run_dir}' is not a finished tfx-transfer run: {', '.join(missing)} missing. Expected the "
-            "folder written by `tfx-transfer run` (or a `runs/<strategy>_f<fraction>_s<seed>` folder of a comparison)."
-        )
-    facts = json.loads((run_dir / "run.json").read_text())
-    history_file = run_dir / "history.json"
-    history = json.loads(history_file.read_text()) if history_file.is_file() else []
-    with np.load(run_dir / "predictions.npz", allow_pickle=False) as saved:
-        predictions = {key: saved[key] for key in saved.files}
-    return facts, history, predictions
+    """`(facts, history, predictions)` of a run folder (see `tfx_transfer.run_folder`)."""
+    folder = RunFolder(run_dir)
+    folder.check_finished_inputs()
+    return folder.read_facts(), folder.read_history(), folder.read_predictions()
 
 
 def build_run_report(run_dir: str | os.PathLike) -> dict:
@@ -255,7 +240,7 @@ def headline(report: dict) -> str:
 def render_run_markdown(report: dict) -> str:
     per_class = [[name, *(render.number(row[k]) for k in ("precision", "recall", "f1-score")), int(row["support"])]
                  for name, row in report["per_class"].items()]
-    lines = [f"# {report['recipe']}: {report.get('label', report['strategy'])}", "", headline(report), "",
+    lines = [f"# {report['recipe']}: {report.get('label', report['strategy'])}", "", render.markdown_text(headline(report)), "",
              "## Facts", "", render.markdown_table(["", ""], _facts_rows(report)), "",
              "## Metrics", "", render.markdown_table(["metric", "test", "validation"], _metric_rows(report)), "",
              "## Per class (test)", "", render.markdown_table(["class", "precision", "recall", "f1", "support"], per_class), ""]
@@ -263,7 +248,7 @@ def render_run_markdown(report: dict) -> str:
         lines += ["## Most confused (test)", "", render.markdown_table(
             ["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]] for p in report["most_confused"]]), ""]
     if report["metrics"]["notes"]:
-        lines += ["## Notes", ""] + [f"- {note}" for note in report["metrics"]["notes"]] + [""]
+        lines += ["## Notes", ""] + [f"- {render.markdown_text(note)}" for note in report["metrics"]["notes"]] + [""]
     return "\n".join(lines)
 
 
@@ -298,10 +283,7 @@ def render_run_html(report: dict) -> str:
 
 
 def write_run_report(run_dir: str | os.PathLike) -> dict:
-    """Builds the run's report and writes report.json, report.md and report.html atomically."""
-    run_dir = Path(run_dir)
+    """Builds the run's report and writes report.md, report.html and then report.json, each atomically."""
     report = build_run_report(run_dir)
-    render.write_json(run_dir / "report.json", report)
-    render.write_text_atomically(run_dir / "report.md", render_run_markdown(report))
-    render.write_text_atomically(run_dir / "report.html", render_run_html(report))
+    RunFolder(run_dir).write_report(report, render_run_markdown(report), render_run_html(report))
     return report

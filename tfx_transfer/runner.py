@@ -1,16 +1,8 @@
 """Running a recipe: one run (`run`); `tfx_transfer.sweep` runs many of them as a comparison.
 
 A run reads the recipe's data, splits it, trains, predicts the validation and test splits and
-writes a run folder:
-
-    recipe.yaml        the fully resolved recipe (every field, after --set)
-    run.json           the run's facts: data counts, skipped files, weights, device, versions, timing
-    history.json       one record per epoch
-    predictions.npz    validation and test labels and probabilities, test file paths
-    model.keras        the trained model (raw RGB pixels in, probabilities out); with
-                       `training.ensemble_size` > 1, one model averaging its members
-    training/          checkpoints and best weights (`member-N/` per ensemble member)
-    report.json/.md/.html
+writes a run folder (its layout: `tfx_transfer.run_folder`). With `training.ensemble_size` > 1,
+model.keras is one model averaging its members.
 
 Example:
     >>> result = run("recipes/product_defects.yaml", strategy="feature_extraction")  # doctest: +SKIP
@@ -20,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import platform
 import re
@@ -31,12 +23,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from tfx_transfer import render
-from tfx_transfer.checkpoint import write_atomically
+from tfx_transfer.checkpoint import has_checkpoint
 from tfx_transfer.embedded import resolve_source
 from tfx_transfer.recipe import Recipe, RecipeError, load_recipe
+from tfx_transfer.run_folder import RunFolder
 from tfx_transfer.sources import ImageTable
 from tfx_transfer.splits import Splits, nested_subset, split_table
 
@@ -213,6 +204,25 @@ def train_config(recipe: Recipe, class_names: list[str]):
     )
 
 
+def data_digest(prepared: PreparedData, train_indices: np.ndarray) -> dict:
+    """What `--resume` checks: which images (paths relative to their common folder, or the pixels of
+    in-memory data), with which labels and weights, in which split. File contents are not read.
+    """
+    table, splits = prepared.table, prepared.splits
+    digest = hashlib.sha256()
+    if table.paths is not None and len(table.paths):
+        paths = [str(path) for path in table.paths]
+        root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+        digest.update("\n".join(os.path.relpath(path, root) for path in paths).encode())
+    if table.arrays is not None:
+        digest.update(np.ascontiguousarray(table.arrays).tobytes())
+    for part in (table.labels, table.weights, train_indices, splits.val, splits.test):
+        if part is not None:
+            digest.update(np.ascontiguousarray(part).tobytes())
+    return {"digest": digest.hexdigest(), "images": len(table), "source": prepared.source,
+            "train": int(len(train_indices)), "val": int(len(splits.val)), "test": int(len(splits.test))}
+
+
 def versions() -> dict:
     import keras
     import sklearn
@@ -254,16 +264,19 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
     from tfx_transfer.report import write_run_report
 
     started = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(out)
+    out = folder.path
     if seed is not None:
         recipe = recipe.with_overrides({"training.seed": seed})
     table, splits = prepared.table, prepared.splits
     train_indices = nested_subset(table, splits.train, fraction, seed=recipe.training.seed)
-    write_atomically(out / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    folder.start(recipe, data_digest(prepared, train_indices), resume=resume)
     config = train_config(recipe, table.class_names)
+    # --resume continues from the newest complete checkpoint (an ensemble member's too); a run
+    # stopped before its first checkpoint starts again from the beginning.
+    resume_training = resume and has_checkpoint(folder.training_dir)
     result = train_ensemble(table, replace(splits, train=train_indices), config, recipe.training.ensemble_size,
-                            run_dir=out / "training", resume=resume, verbose=verbose)
+                            run_dir=folder.training_dir, resume=resume_training, verbose=verbose)
     if result.stopped:
         raise KeyboardInterrupt(f"Stopped; resume with: tfx-transfer run {recipe.path or recipe.name} --out {out} --resume")
     predict_started = time.perf_counter()
@@ -272,14 +285,11 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
     test_score = _predict(result.model, table, splits.test, config, views)
     predict_seconds = time.perf_counter() - predict_started
     paths = table.paths[splits.test].astype(str) if table.paths is not None else np.array([], dtype=str)
-    temporary = out / ".predictions.tmp.npz"
-    np.savez(temporary, val_true=table.labels[splits.val], val_score=val_score,
-             test_true=table.labels[splits.test], test_score=test_score, test_paths=paths)
-    os.replace(temporary, out / "predictions.npz")
-    write_atomically(out / "history.json", json.dumps(result.history, indent=2))
+    folder.write_predictions(val_true=table.labels[splits.val], val_score=val_score,
+                             test_true=table.labels[splits.test], test_score=test_score, test_paths=paths)
+    folder.write_history(result.history)
     if save_model:
-        result.model.save(out / ".model.keras")
-        os.replace(out / ".model.keras", out / "model.keras")
+        folder.save_model(result.model)
     best = [phase.best_epoch for phase in result.phases if phase.best_epoch is not None]
     skipped = [list(item) for item in table.skipped]
     facts = {
@@ -326,7 +336,7 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
         "device": result.device,
         "versions": versions(),
     }
-    render.write_json(out / "run.json", facts)
+    folder.write_facts(facts)
     report = write_run_report(out)
     return RunResult(out, report)
 

@@ -232,9 +232,15 @@ def from_dataframe(
             f"Column(s) {missing} not found in {source}. Found columns: {list(frame.columns)}. "
             "Name the right ones with path_column=, label_column=, group_column=."
         )
+    for column, what in ((path_column, "image path"), (label_column, "label")):
+        blank = _blank(frame[column])
+        if blank.any():
+            raise ValueError(
+                f"{int(blank.sum())} row(s) of {source} have no {what} (column {column!r} is blank): "
+                f"{_row_names(frame, blank, source)}. Fill those cells or remove the rows.")
     base = Path(root) if root is not None else None
     paths = [str(base / p) if base is not None and not os.path.isabs(str(p)) else str(p) for p in frame[path_column]]
-    raw_labels = frame[label_column].astype(str).to_numpy()
+    raw_labels = frame[label_column].astype(str).str.strip().to_numpy()
     if multi_label:
         label_sets = [[x for x in value.split(label_separator) if x and x != no_label] for value in raw_labels]
         names = sorted({label for labels in label_sets for label in labels})
@@ -257,11 +263,34 @@ def from_dataframe(
         labels=encoded,
         class_names=names,
         paths=np.array(paths, dtype=object),
-        groups=frame[group_column].astype(str).to_numpy(dtype=object) if group_column else None,
+        groups=_group_ids(frame[group_column]) if group_column else None,
         splits=splits,
         source=source,
     )
     return _check_classes(table, source)
+
+
+def _blank(column) -> np.ndarray:
+    """True where a cell is empty: missing (NaN/None) or only whitespace."""
+    return (column.isna() | column.astype(str).str.strip().eq("")).to_numpy()
+
+
+def _row_names(frame, mask: np.ndarray, source: str, shown: int = 5) -> str:
+    """The rows at `mask`, as file lines for a CSV (header on line 1) or as DataFrame index labels."""
+    index = list(frame.index[mask])
+    if source.startswith("csv "):
+        names = [f"line {position + 2}" for position in np.flatnonzero(mask)]
+    else:
+        names = [f"index {label!r}" for label in index]
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _group_ids(column) -> np.ndarray:
+    """Group ids as text; a blank cell is a group of its own (one unknown patient is not every unknown patient)."""
+    groups = column.astype(str).str.strip().to_numpy(dtype=object)
+    for position in np.flatnonzero(_blank(column)):
+        groups[position] = f"<ungrouped row {position}>"
+    return groups
 
 
 def from_csv(path: str | os.PathLike, **columns) -> ImageTable:

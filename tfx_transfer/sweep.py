@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 
-import yaml
-
-from tfx_transfer.recipe import SECTIONS, Recipe
+from tfx_transfer.recipe import recipe_changes
 from tfx_transfer.runner import as_recipe, default_out, prepare_data, run_prepared, strategy_label
 
 
@@ -99,7 +96,7 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
                 if run_dir in run_dirs:  # e.g. fine_tune and fine_tune:5 when the recipe unfreezes 5
                     continue
                 run_dirs.append(run_dir)
-                changed = _recipe_changes(run_dir, configured)
+                changed = recipe_changes(run_dir / "recipe.yaml", configured)
                 if changed and stale == "refuse":
                     raise ValueError(
                         f"'{run_dir}' was made with another recipe ({'; '.join(changed)}), so it cannot be kept in "
@@ -112,50 +109,14 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
                 if (run_dir / "report.json").is_file():
                     log(f"[{len(run_dirs)}/{total}] {run_dir.name}: done before, kept")
                     continue
-                resume = (run_dir / "training" / "checkpoints").is_dir()
-                result = run_prepared(configured, prepared, run_dir, fraction, verbose=verbose, resume=resume,
+                # A folder without report.json was interrupted: continue it (from its checkpoint,
+                # an ensemble member's included, or from the start when it has none).
+                result = run_prepared(configured, prepared, run_dir, fraction, verbose=verbose, resume=run_dir.exists(),
                                       save_model=False)
                 primary = result.report["metrics"]["primary"]
                 log(f"[{len(run_dirs)}/{total}] {run_dir.name}: {primary['name']} "
                     f"{_format(primary['value'])}, {result.report['timing']['total_seconds']:.0f} s")
     return write_comparison_report(out, run_dirs)
-
-
-def _fields(record: dict) -> dict:
-    """`{"section.field": value}` of a resolved recipe (mappings inside a field stay one value)."""
-    fields = {}
-    for key, value in record.items():
-        if isinstance(value, dict):
-            fields.update({f"{key}.{field}": inner for field, inner in value.items()})
-        else:
-            fields[key] = value
-    return fields
-
-
-#: Fields only fine-tuning reads: a change to them leaves scratch and feature-extraction runs valid.
-FINE_TUNING_FIELDS = ("training.fine_tune_epochs", "training.fine_tune_learning_rate", "training.unfreeze_blocks",
-                      "training.unfreeze_from", "training.gradual_every", "training.layer_decay")
-
-
-def _recipe_changes(run_dir: Path, recipe: Recipe) -> list[str]:
-    """What differs between the recipe a run folder was made with and `recipe` ([] for a new folder).
-
-    A comparison keeps finished runs only if they were made with the recipe it runs now.
-    """
-    written = run_dir / "recipe.yaml"
-    if not written.is_file():
-        return []
-    # Through YAML both ways, so that tuples and lists (and the like) compare equal.
-    before = _fields(yaml.safe_load(written.read_text()))
-    now = _fields(yaml.safe_load(yaml.safe_dump(recipe.to_dict(), sort_keys=False)))
-    # A field added in a later version did not exist when the run was made: the run had its
-    # default (new fields keep the old behaviour as their default), so it is not a change.
-    defaults = _fields(yaml.safe_load(yaml.safe_dump(
-        {section: asdict(section_class()) for section, section_class in SECTIONS.items()})))
-    before = {**{key: value for key, value in defaults.items() if key not in before}, **before}
-    ignored = ("quick", "description") + (FINE_TUNING_FIELDS if recipe.training.strategy in ("scratch", "feature_extraction") else ())
-    return [f"{key}: {before.get(key)!r} there, {now.get(key)!r} now" for key in sorted(set(before) | set(now))
-            if not key.startswith(ignored) and before.get(key) != now.get(key)]
 
 
 def _set_aside(run_dir: Path, folder: Path) -> Path:

@@ -54,6 +54,7 @@ class _TensorRef:
         data = self.storage.data
         if data is None:
             raise ValueError("Checkpoint is truncated: a tensor's storage has no data.")
+        self._check_bounds(len(data))
         itemsize = data.dtype.itemsize
         view = np.lib.stride_tricks.as_strided(
             data[self.offset :],
@@ -61,6 +62,20 @@ class _TensorRef:
             strides=tuple(s * itemsize for s in self.stride),
         )
         return np.array(view, dtype=data.dtype.newbyteorder("="))
+
+
+    def _check_bounds(self, available: int) -> None:
+        """as_strided reads whatever memory the numbers point at: every element must lie in the storage."""
+        numbers = (self.offset, *self.size, *self.stride)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+            raise ValueError(f"Checkpoint is corrupt: a tensor has offset {self.offset}, size {self.size}, stride "
+                             f"{self.stride}; expected non-negative integers.")
+        if 0 in self.size:
+            return
+        last = self.offset + sum((n - 1) * step for n, step in zip(self.size, self.stride))
+        if last >= available:
+            raise ValueError(f"Checkpoint is corrupt: a tensor (offset {self.offset}, size {self.size}, stride "
+                             f"{self.stride}) reaches element {last}, but its storage holds {available}.")
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, *unused):
@@ -106,6 +121,8 @@ def _load_legacy(file) -> tuple[dict, dict[str, _Storage]]:
     for key in keys:
         storage = storages[key]
         count = int(np.frombuffer(file.read(8), "<i8")[0])
+        if count != storage.numel:
+            raise ValueError(f"Checkpoint is corrupt: storage {key} declares {storage.numel} elements but holds {count}.")
         raw = file.read(count * storage.dtype.itemsize)
         if len(raw) != count * storage.dtype.itemsize:
             raise ValueError("Checkpoint is truncated: a storage ends early.")
@@ -121,7 +138,11 @@ def _load_zip(path: Path) -> tuple[dict, dict[str, _Storage]]:
         prefix = pickle_name[: -len("data.pkl")]
         state = _RestrictedUnpickler(io.BytesIO(archive.read(pickle_name)), storages).load()
         for key, storage in storages.items():
-            storage.data = np.frombuffer(archive.read(f"{prefix}data/{key}"), storage.dtype)
+            raw = archive.read(f"{prefix}data/{key}")
+            if len(raw) != storage.numel * storage.dtype.itemsize:
+                raise ValueError(f"Checkpoint is corrupt: storage {key} declares {storage.numel} elements "
+                                 f"({storage.numel * storage.dtype.itemsize} bytes) but holds {len(raw)} bytes.")
+            storage.data = np.frombuffer(raw, storage.dtype)
     return state, storages
 
 

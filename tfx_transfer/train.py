@@ -37,23 +37,34 @@ from tfx_transfer.checkpoint import (
     restore_optimizer,
     save_checkpoint,
     save_model_weights,
-    write_atomically,
 )
 from tfx_transfer.data import EpochStream, make_dataset, sample_weights
 from tfx_transfer.devices import configure_devices
 from tfx_transfer.features import feature_data
 from tfx_transfer.model import (
-    CLASSIFIER_POOLINGS,
     build_classifier,
     find_backbone,
     trainable_summary,
     unfreeze_top_blocks,
     weights_info,
 )
+from tfx_transfer.run_folder import remove_stale_files, write_atomically
+from tfx_transfer.settings import STRATEGIES, SettingError, setting
 from tfx_transfer.sources import ImageTable
 from tfx_transfer.splits import Splits
 
-STRATEGIES = ("scratch", "feature_extraction", "fine_tune", "gradual")
+
+def _default(section: str, name: str):
+    return setting(section, name).default
+
+
+#: TrainConfig fields checked by their recipe setting's declaration (type, choices, range).
+_DECLARED = {"strategy": "training", "backbone": "model", "batch_size": "training", "epochs": "training",
+             "fine_tune_epochs": "training", "learning_rate": "training", "fine_tune_learning_rate": "training",
+             "unfreeze_blocks": "training", "unfreeze_from": "training", "gradual_every": "training",
+             "dropout": "model", "warmup_epochs": "training", "patience": "training", "monitor": "training",
+             "seed": "training", "augmented_views": "training", "oversample": "training",
+             "layer_decay": "training", "grayscale": "model", "pooling": "model"}
 
 
 @dataclass(frozen=True)
@@ -95,50 +106,47 @@ class TrainConfig:
         pooling: Global pooling before the head: `avg`, `max` or `avg_max` (both, concatenated).
     """
 
-    strategy: str = "fine_tune"
-    backbone: str = "mobilenet_v2"
+    strategy: str = _default("training", "strategy")
+    backbone: str = _default("model", "backbone")
     weights: str | None = "imagenet"
-    image_size: tuple[int, int] = (96, 96)
-    batch_size: int = 32
-    epochs: int = 10
-    fine_tune_epochs: int = 10
-    learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 1e-4
-    unfreeze_blocks: int = 3
-    unfreeze_from: str | None = None
-    gradual_every: int = 2
-    dropout: float = 0.2
-    warmup_epochs: int = 1
-    patience: int = 3
-    monitor: str = "val_loss"
-    seed: int = 0
+    image_size: tuple[int, int] = (_default("model", "image_size"),) * 2
+    batch_size: int = _default("training", "batch_size")
+    epochs: int = _default("training", "epochs")
+    fine_tune_epochs: int = _default("training", "fine_tune_epochs")
+    learning_rate: float = _default("training", "learning_rate")
+    fine_tune_learning_rate: float = _default("training", "fine_tune_learning_rate")
+    unfreeze_blocks: int = _default("training", "unfreeze_blocks")
+    unfreeze_from: str | None = _default("training", "unfreeze_from")
+    gradual_every: int = _default("training", "gradual_every")
+    dropout: float = _default("model", "dropout")
+    warmup_epochs: int = _default("training", "warmup_epochs")
+    patience: int = _default("training", "patience")
+    monitor: str = _default("training", "monitor")
+    seed: int = _default("training", "seed")
     cache_features: bool = True
-    augmented_views: int = 0
+    augmented_views: int = _default("training", "augmented_views")
     augment: AugmentPolicy | None = None
-    class_weight: str | dict | None = None
-    oversample: bool = False
+    class_weight: str | dict | None = _default("training", "class_weight")
+    oversample: bool = _default("training", "oversample")
     cache: str | None = "memory"
     jit_compile: str | bool = "auto"
     mixed_precision: str | bool = "auto"
     distribution: str = "auto"
-    layer_decay: float | None = None
-    grayscale: bool = False
-    pooling: str = "avg"
+    layer_decay: float | None = _default("training", "layer_decay")
+    grayscale: bool = _default("model", "grayscale")
+    pooling: str = _default("model", "pooling")
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"Unknown strategy {self.strategy!r}. Available: {', '.join(STRATEGIES)}")
+        for name, section in _DECLARED.items():
+            try:
+                checked = setting(section, name).check(getattr(self, name))
+            except SettingError as error:
+                raise ValueError(f"TrainConfig {error}") from None
+            object.__setattr__(self, name, checked)  # 3 -> 3.0 for a rate, as a recipe reads it
+        if not isinstance(self.class_weight, dict):
+            setting("training", "class_weight").check(self.class_weight)
         if self.distribution not in ("auto", "mirrored", "none"):
             raise ValueError(f"distribution must be 'auto', 'mirrored' or 'none'. Received: {self.distribution!r}")
-        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
-            raise ValueError(f"layer_decay must be in (0, 1] or None. Received: layer_decay={self.layer_decay!r}")
-        if self.pooling not in CLASSIFIER_POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(CLASSIFIER_POOLINGS)}. Received: pooling={self.pooling!r}")
-        if self.monitor not in ("val_loss", "val_accuracy"):
-            raise ValueError(f"monitor must be 'val_loss' or 'val_accuracy'. Received: monitor={self.monitor!r}")
-        for name in ("epochs", "batch_size", "gradual_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1. Received: {name}={getattr(self, name)!r}")
         if self.strategy in ("fine_tune", "gradual") and self.fine_tune_learning_rate >= self.learning_rate:
             warnings.warn(
                 f"fine_tune_learning_rate ({self.fine_tune_learning_rate}) is not lower than the head's "
@@ -362,6 +370,7 @@ def train(
         state = load_state(checkpoint)
         load_model_weights(model, checkpoint / "model.weights.h5")
     if run_dir is not None:
+        remove_stale_files(run_dir)  # what a kill during a write left: never read, never pruned otherwise
         write_atomically(run_dir / "train_config.json", json.dumps(_config_record(config), indent=2))
 
     val_data = make_dataset(table, splits.val, config.image_size, config.batch_size, cache=config.cache)
@@ -447,7 +456,7 @@ def train(
         stopped = True
         warnings.warn(
             f"Stopped by Ctrl-C after epoch {state['global_epoch']}; every finished epoch is saved. "
-            + (f"Resume with resume=True (CLI: --resume {run_dir})." if run_dir else ""),
+            + (f"Resume with train(..., run_dir={str(run_dir)!r}, resume=True)." if run_dir else ""),
             stacklevel=2,
         )
     if global_best is None and state["best"] is not None:

@@ -236,7 +236,7 @@ def _online() -> bool:
 def _download(spec: BackboneSpec, include_top: bool) -> Path | None:
     """Lets keras.applications download its file into the Keras cache; returns that file."""
     try:
-        spec.constructor(include_top=include_top, weights="imagenet", **dict(spec.constructor_kwargs))
+        spec.keras_constructor()(include_top=include_top, weights="imagenet", **dict(spec.constructor_kwargs))
     except Exception:  # offline after all, a proxy, a hash mismatch: fall through to offline sources
         return None
     return _keras_cache_file(spec, include_top)

@@ -116,7 +116,9 @@ def write_dicom(path: Path, pixels: np.ndarray, window=None, photometric="MONOCH
     dataset = Dataset()
     dataset.file_meta = meta
     dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    dataset.Rows, dataset.Columns = pixels.shape
+    if pixels.ndim == 3:  # (frames, rows, columns): a multi-frame file
+        dataset.NumberOfFrames = pixels.shape[0]
+    dataset.Rows, dataset.Columns = pixels.shape[-2:]
     dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, photometric
     dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, 16, 15, 0
     dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
