@@ -131,8 +131,8 @@ def test_feature_cache_keeps_poolings_apart(tiny_data):
     table, splits = tiny_data
     average = train(table, splits, TrainConfig(strategy="feature_extraction", **TINY), verbose=0)
     both = train(table, splits, TrainConfig(strategy="feature_extraction", pooling="avg_max", **TINY), verbose=0)
-    # A reused average-pooled cache (2,048 features) would not even fit the 4,096-wide head.
-    assert average.model.get_layer("head").input_shape[-1] * 2 == both.model.get_layer("head").input_shape[-1] == 4096
+    # A reused average-pooled cache (48 features) would not even fit the 96-wide head.
+    assert average.model.get_layer("head").input_shape[-1] * 2 == both.model.get_layer("head").input_shape[-1] == 96
 
 
 def test_feature_cache_keeps_seeds_apart_when_weights_are_random(tiny_data, tmp_path):
@@ -185,14 +185,15 @@ def test_crash_and_resume_reproduces_the_uninterrupted_run(tiny_data, tmp_path, 
 
 @pytest.mark.filterwarnings("ignore:fine_tune_learning_rate .* is not lower")
 def test_resume_after_a_worse_epoch_keeps_the_optimizer_of_the_last_epoch(tiny_data, tmp_path, monkeypatch):
-    # A fine-tuning rate this high makes the second fine-tuning epoch worse than the first, so the
-    # phase's best weights (read back on resume) are an epoch older than the optimizer's state.
+    # A fine-tuning rate this high makes the third fine-tuning epoch worse than the second, so after
+    # it the phase's best weights (read back on resume) are an epoch older than the optimizer's state.
     table, splits = tiny_data
-    config = TrainConfig(strategy="fine_tune", **dict(TINY, epochs=1, fine_tune_epochs=3, fine_tune_learning_rate=0.03))
+    config = TrainConfig(strategy="fine_tune", **dict(TINY, epochs=1, fine_tune_epochs=4, unfreeze_blocks=3,
+                                                      fine_tune_learning_rate=0.03))
     uninterrupted = train(table, splits, config, run_dir=tmp_path / "whole", verbose=0)
     fine_tuning = [record["val_loss"] for record in uninterrupted.history if record["phase"] != "head"]
-    assert fine_tuning[1] > fine_tuning[0], fine_tuning
-    resumed = _crash_then_resume(table, splits, config, tmp_path / "broken", monkeypatch, crash_at=3)
+    assert fine_tuning[2] > fine_tuning[1], fine_tuning
+    resumed = _crash_then_resume(table, splits, config, tmp_path / "broken", monkeypatch, crash_at=4)
     assert _without_timing(resumed.history) == _without_timing(uninterrupted.history)
     for weights_file in (tmp_path / "broken").rglob("*.weights.h5"):
         with h5py.File(weights_file) as saved:
@@ -393,7 +394,8 @@ def test_ctrl_c_stops_cleanly_with_every_finished_epoch_saved(tiny_data, tmp_pat
         return path
 
     monkeypatch.setattr(train_module, "save_checkpoint", interrupt_after_second)
-    with pytest.warns(UserWarning, match=r"Stopped by Ctrl-C after epoch 2; every finished epoch is saved\. Resume with resume=True"):
+    with pytest.warns(UserWarning, match=r"Stopped by Ctrl-C after epoch 2; every finished epoch is saved\. "
+                                         r"Resume with train\(\.\.\., run_dir='.*', resume=True\)"):
         result = train(table, splits, TrainConfig(strategy="fine_tune", **TINY), run_dir=tmp_path, verbose=0)
     assert result.stopped and len(result.history) == 2
     assert (tmp_path / "checkpoints" / "latest").read_text() == "epoch-0002"
