@@ -21,7 +21,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import keras
@@ -296,27 +296,122 @@ def _reseed(model: keras.Model, seed: int) -> None:
             variable.assign(np.array([seed % (2**31 - 1), 0], dtype=variable.dtype))
 
 
-def _save_weights_atomically(model: keras.Model, run_dir: Path | None, name: str) -> None:
-    if run_dir is not None:
-        save_model_weights(model, run_dir / f"{name}.weights.h5")
+@dataclass
+class TrainingState:
+    """Where a run stands: what a checkpoint saves (as `state.json`) and a resumed run reads back.
+
+    Attributes:
+        global_epoch: Epochs finished over all phases.
+        phase_index: The phase in progress (`len(phases)` once every phase finished).
+        phase_epoch: Epochs finished in that phase (0: it has not started).
+        history: One record per finished epoch (Keras' logs, `phase`, `epoch`, `seconds`).
+        phases: `PhaseSummary` records of the finished phases, as dicts.
+        best: Best value of the monitor over the whole run so far.
+        phase_best, phase_best_epoch: Best value in the phase in progress, and its global epoch.
+        wait: Epochs since the phase's best (early stopping's counter).
+    """
+
+    global_epoch: int = 0
+    phase_index: int = 0
+    phase_epoch: int = 0
+    history: list = field(default_factory=list)
+    phases: list = field(default_factory=list)
+    best: float | None = None
+    phase_best: float | None = None
+    phase_best_epoch: int | None = None
+    wait: int = 0
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "TrainingState":
+        return cls(**{name: record[name] for name in (f.name for f in fields(cls)) if name in record})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-def _load_weights_copy(model: keras.Model, run_dir: Path | None, name: str) -> list | None:
-    """The weights saved as `name` in the run folder, without changing the model's own."""
-    path = None if run_dir is None else run_dir / f"{name}.weights.h5"
-    if path is None or not path.is_file():
-        return None
-    current = model.get_weights()
-    load_model_weights(model, path)
-    saved = model.get_weights()
-    model.set_weights(current)
-    return saved
+class BestWeights:
+    """The one tracker of best weights and early stopping: the phase's best (restored when the phase
+    ends) and the run's best (the returned model), each also written to the run folder so a
+    resumed run has them, and `wait`, the epochs since the phase's best."""
+
+    def __init__(self, model: keras.Model, state: TrainingState, monitor: str, patience: int, run_dir: Path | None):
+        self.model, self.state, self.monitor, self.patience, self.run_dir = model, state, monitor, patience, run_dir
+        self.phase_weights = None
+        self.run_weights = None
+
+    def start_phase(self) -> None:
+        """A new phase keeps its own best; a resumed phase reads the best it had written."""
+        if self.state.phase_epoch == 0:
+            self.state.phase_best, self.state.phase_best_epoch, self.state.wait = None, None, 0
+            self.phase_weights = None
+        else:
+            self.phase_weights = self._read("phase_best")
+
+    def update(self, value: float) -> None:
+        """Records one finished epoch's monitor value (after `state.global_epoch` counts it)."""
+        state = self.state
+        if _is_better(value, state.phase_best, self.monitor):
+            state.phase_best, state.phase_best_epoch, state.wait = value, state.global_epoch, 0
+            self.phase_weights = self.model.get_weights()
+            self._write("phase_best")
+        else:
+            state.wait += 1
+        if _is_better(value, state.best, self.monitor):
+            state.best = value
+            self.run_weights = self.model.get_weights()
+            self._write("best")
+
+    @property
+    def should_stop(self) -> bool:
+        return self.state.wait >= self.patience
+
+    def restore_phase_best(self) -> None:
+        if self.phase_weights is not None:
+            self.model.set_weights(self.phase_weights)
+
+    def restore_run_best(self) -> None:
+        weights = self.run_weights
+        if weights is None and self.state.best is not None:
+            weights = self._read("best")
+        if weights is not None:
+            self.model.set_weights(weights)
+
+    def _write(self, name: str) -> None:
+        if self.run_dir is not None:
+            save_model_weights(self.model, self.run_dir / f"{name}.weights.h5")
+
+    def _read(self, name: str) -> list | None:
+        """The weights saved as `name`, without changing the model's own."""
+        path = None if self.run_dir is None else self.run_dir / f"{name}.weights.h5"
+        if path is None or not path.is_file():
+            return None
+        current = self.model.get_weights()
+        load_model_weights(self.model, path)
+        saved = self.model.get_weights()
+        self.model.set_weights(current)
+        return saved
 
 
 def _is_better(value, best, monitor):
     if best is None:
         return True
     return value < best if monitor == "val_loss" else value > best
+
+
+def _epoch_data(phase: Phase, features, table: ImageTable, splits: Splits, config: TrainConfig,
+                train_stream: EpochStream, val_data, epoch_seed: int, global_epoch: int):
+    """`(training data, validation data)` of one epoch: cached pooled features for a cached phase
+    (shuffled by the epoch's seed), otherwise the image stream (order and augmentation by epoch)."""
+    if not phase.cached:
+        return train_stream(global_epoch), val_data
+    train_features, train_indices, val_features = features
+    order = np.random.default_rng(epoch_seed).permutation(len(train_indices))
+    label_dtype = "float32" if table.multi_label else "int32"
+    train_data = tf.data.Dataset.from_tensor_slices((
+        train_features[order], table.labels[train_indices][order].astype(label_dtype),
+        sample_weights(table, train_indices[order], config.class_weight),
+    )).batch(config.batch_size)
+    return train_data, (val_features, table.labels[splits.val].astype(label_dtype))
 
 
 def train(
@@ -360,112 +455,45 @@ def train(
             train_batchnorm=config.strategy == "scratch", seed=config.seed, grayscale=config.grayscale,
             pooling=config.pooling,
         )
-    head = model.get_layer("head")
-    state = {"global_epoch": 0, "phase_index": 0, "phase_epoch": 0, "history": [], "phases": [],
-             "best": None, "phase_best": None, "phase_best_epoch": None, "wait": 0}
+    state = TrainingState()
     checkpoint = latest_checkpoint(run_dir) if (resume and run_dir is not None) else None
     if resume and checkpoint is None:
         raise FileNotFoundError(f"Nothing to resume in '{run_dir}': no complete checkpoint under checkpoints/.")
     if checkpoint is not None:
-        state = load_state(checkpoint)
+        state = TrainingState.from_dict(load_state(checkpoint))
         load_model_weights(model, checkpoint / "model.weights.h5")
     if run_dir is not None:
         remove_stale_files(run_dir)  # what a kill during a write left: never read, never pruned otherwise
         write_atomically(run_dir / "train_config.json", json.dumps(_config_record(config), indent=2))
 
-    val_data = make_dataset(table, splits.val, config.image_size, config.batch_size, cache=config.cache)
-    train_stream = EpochStream(
+    context = _RunContext(table, splits, config, devices, model, state, run_dir, verbose)
+    context.val_data = make_dataset(table, splits.val, config.image_size, config.batch_size, cache=config.cache)
+    context.train_stream = EpochStream(
         table, splits.train, config.image_size, config.batch_size, config.seed, config.augment,
         config.cache, config.class_weight, config.oversample,
     )
-    features = None
+    tracker = BestWeights(model, state, config.monitor, config.patience, run_dir)
+    summaries = [PhaseSummary(**p) for p in state.phases]
     stopped = False
-    global_best = None
-    summaries = [PhaseSummary(**p) for p in state["phases"]]
     try:
         for phase_index, phase in enumerate(phases):
-            if phase_index < state["phase_index"]:
-                continue
-            phase_started = time.perf_counter()
-            blocks = _set_phase_trainable(model, phase)
-            if phase.cached and features is None:
-                features = feature_data(model, table, splits, config, verbose)
-            trainer = head if phase.cached else model
-            steps = math.ceil(len(features[1]) / config.batch_size) if phase.cached else train_stream.steps
-            with devices.strategy.scope():  # optimizer variables must live where the model does
-                loss, metrics = _loss_and_metrics(table.multi_label)
-                optimizer = _optimizer(model, phase, config, steps)
-                trainer.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=devices.jit_compile)
-                if checkpoint is not None and state["phase_epoch"] > 0:
-                    restore_optimizer(optimizer, trainer, checkpoint)
-            checkpoint = None
-            if state["phase_epoch"] == 0:
-                state.update(phase_best=None, phase_best_epoch=None, wait=0)
-            best_weights = _load_weights_copy(model, run_dir, "phase_best") if state["phase_epoch"] > 0 else None
-            for epoch in range(state["phase_epoch"], phase.epochs):
-                epoch_seed = config.seed * 1_000_003 + state["global_epoch"]
-                if phase.cached:
-                    train_features, train_indices, val_features = features
-                    order = np.random.default_rng(epoch_seed).permutation(len(train_indices))
-                    label_dtype = "float32" if table.multi_label else "int32"
-                    train_data = tf.data.Dataset.from_tensor_slices((
-                        train_features[order], table.labels[train_indices][order].astype(label_dtype),
-                        sample_weights(table, train_indices[order], config.class_weight),
-                    )).batch(config.batch_size)
-                    validation = (val_features, table.labels[splits.val].astype(label_dtype))
-                else:
-                    train_data = train_stream(state["global_epoch"])
-                    validation = val_data
-                _reseed(model, epoch_seed)
+            if phase_index >= state.phase_index:
+                summaries.append(_run_phase(context, phase, phase_index, tracker, summaries, checkpoint))
+                checkpoint = None  # only the phase in progress resumes its optimizer
                 if verbose:
-                    print(f"{phase.name} epoch {epoch + 1}/{phase.epochs}")
-                epoch_started = time.perf_counter()
-                history = trainer.fit(train_data, validation_data=validation, epochs=1, verbose=verbose, shuffle=False)
-                record = {k: float(v[-1]) for k, v in history.history.items()}
-                record.update(phase=phase.name, epoch=state["global_epoch"] + 1, seconds=time.perf_counter() - epoch_started)
-                state["history"].append(record)
-                value = record[config.monitor]
-                if _is_better(value, state["phase_best"], config.monitor):
-                    state.update(phase_best=value, phase_best_epoch=state["global_epoch"] + 1, wait=0)
-                    best_weights = model.get_weights()
-                    _save_weights_atomically(model, run_dir, "phase_best")
-                else:
-                    state["wait"] += 1
-                if _is_better(value, state["best"], config.monitor):
-                    state["best"] = value
-                    global_best = model.get_weights()
-                    _save_weights_atomically(model, run_dir, "best")
-                state["global_epoch"] += 1
-                state["phase_epoch"] = epoch + 1
-                stop_phase = state["wait"] >= config.patience
-                if stop_phase or state["phase_epoch"] == phase.epochs:
-                    if best_weights is not None:
-                        model.set_weights(best_weights)
-                    summaries.append(PhaseSummary(
-                        phase.name, _trainable_params(model, phase), blocks, state["phase_epoch"],
-                        state["phase_best_epoch"], state["phase_best"], time.perf_counter() - phase_started,
-                    ))
-                    state.update(phase_index=phase_index + 1, phase_epoch=0, phases=[asdict(p) for p in summaries])
-                if run_dir is not None:
-                    save_checkpoint(run_dir, model, None if state["phase_epoch"] == 0 else optimizer, state)
-                if stop_phase:
-                    break
-            if verbose and summaries:
-                print(summaries[-1].line(config.monitor))
+                    print(summaries[-1].line(config.monitor))
     except KeyboardInterrupt:
         stopped = True
         warnings.warn(
-            f"Stopped by Ctrl-C after epoch {state['global_epoch']}; every finished epoch is saved. "
+            f"Stopped by Ctrl-C after epoch {state.global_epoch}; every finished epoch is saved. "
             + (f"Resume with train(..., run_dir={str(run_dir)!r}, resume=True)." if run_dir else ""),
             stacklevel=2,
         )
-    if global_best is None and state["best"] is not None:
-        global_best = _load_weights_copy(model, run_dir, "best")
-    if not stopped and global_best is not None:
-        model.set_weights(global_best)
+    if not stopped:
+        tracker.restore_run_best()
     return TrainResult(
         model=model,
-        history=state["history"],
+        history=state.history,
         phases=summaries,
         weights_source=weights_info(model).source,
         device=devices.description,
@@ -473,6 +501,72 @@ def train(
         stopped=stopped,
         config=_config_record(config),
     )
+
+
+@dataclass
+class _RunContext:
+    """What every phase of one `train` call shares."""
+
+    table: ImageTable
+    splits: Splits
+    config: TrainConfig
+    devices: object
+    model: keras.Model
+    state: TrainingState
+    run_dir: Path | None  # None: nothing is written
+    verbose: int
+    val_data: object = None
+    train_stream: EpochStream | None = None
+    features: tuple | None = None
+
+
+def _run_phase(context: _RunContext, phase: Phase, phase_index: int, tracker: BestWeights,
+               summaries: list[PhaseSummary], checkpoint: Path | None) -> PhaseSummary:
+    """Trains one phase to its end or its early stop, checkpointing after every epoch."""
+    config, state, model = context.config, context.state, context.model
+    phase_started = time.perf_counter()
+    blocks = _set_phase_trainable(model, phase)
+    if phase.cached and context.features is None:
+        context.features = feature_data(model, context.table, context.splits, config, context.verbose)
+    trainer = model.get_layer("head") if phase.cached else model
+    steps = math.ceil(len(context.features[1]) / config.batch_size) if phase.cached else context.train_stream.steps
+    with context.devices.strategy.scope():  # optimizer variables must live where the model does
+        loss, metrics = _loss_and_metrics(context.table.multi_label)
+        optimizer = _optimizer(model, phase, config, steps)
+        trainer.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=context.devices.jit_compile)
+        if checkpoint is not None and state.phase_epoch > 0:
+            restore_optimizer(optimizer, trainer, checkpoint)
+    tracker.start_phase()
+    for epoch in range(state.phase_epoch, phase.epochs):
+        epoch_seed = config.seed * 1_000_003 + state.global_epoch
+        train_data, validation = _epoch_data(phase, context.features, context.table, context.splits, config,
+                                             context.train_stream, context.val_data, epoch_seed, state.global_epoch)
+        _reseed(model, epoch_seed)
+        if context.verbose:
+            print(f"{phase.name} epoch {epoch + 1}/{phase.epochs}")
+        epoch_started = time.perf_counter()
+        history = trainer.fit(train_data, validation_data=validation, epochs=1, verbose=context.verbose, shuffle=False)
+        record = {k: float(v[-1]) for k, v in history.history.items()}
+        record.update(phase=phase.name, epoch=state.global_epoch + 1, seconds=time.perf_counter() - epoch_started)
+        state.history.append(record)
+        state.global_epoch += 1
+        state.phase_epoch = epoch + 1
+        tracker.update(record[config.monitor])
+        finished = tracker.should_stop or state.phase_epoch == phase.epochs
+        summary = None
+        if finished:
+            tracker.restore_phase_best()
+            summary = PhaseSummary(
+                phase.name, _trainable_params(model, phase), blocks, state.phase_epoch,
+                state.phase_best_epoch, state.phase_best, time.perf_counter() - phase_started,
+            )
+            state.phase_index, state.phase_epoch = phase_index + 1, 0
+            state.phases = [asdict(p) for p in [*summaries, summary]]
+        if context.run_dir is not None:
+            save_checkpoint(context.run_dir, model, None if state.phase_epoch == 0 else optimizer, state.to_dict())
+        if finished:
+            return summary
+    raise AssertionError("unreachable: a phase ends at its last epoch")  # pragma: no cover
 
 
 def _trainable_params(model: keras.Model, phase: Phase) -> int:
