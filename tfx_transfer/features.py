@@ -1,8 +1,10 @@
 """Pooled backbone features cached on disk: what makes feature extraction cost seconds.
 
-The cache key holds everything the features depend on (backbone, weights source, image size,
-grayscale, pooling, the files with their sizes and modification times, augmentation and view, and
-the seed where it matters), so a changed file or setting never reuses stale features.
+The cache key is built from what computes the features and what they are computed on: the feature
+extractor's own Keras config (backbone architecture, input size, grayscale, preprocessing mode and
+weights source, pooling, dtype policy) with a fingerprint of its weights, the files with their sizes
+and modification times, and the augmentation, view and seed of augmented views. Nothing is a
+hand-picked list of settings, so a new model option can never be left out of the key.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
+import keras
 import numpy as np
 
 from tfx_transfer.augment import AugmentPolicy
 from tfx_transfer.data import make_dataset
-from tfx_transfer.model import feature_extractor, weights_info
+from tfx_transfer.model import feature_extractor
 from tfx_transfer.sources import ImageTable
 from tfx_transfer.weights import cache_dir
 
@@ -35,22 +39,35 @@ def data_key(table: ImageTable, indices: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def model_key(extractor: keras.Model) -> str:
+    """A digest of a feature extractor: its config and every weight's bytes.
+
+    Two extractors share a key exactly when they compute the same function: the same architecture
+    and settings (including the dtype policy and the preprocessing) with the same weights.
+    """
+    text = json.dumps(extractor.get_config(), sort_keys=True, default=str)
+    # Keras numbers unnamed inputs per session (input_layer, input_layer_1, ...), and whether a
+    # layer trains does not change what it computes in inference.
+    text = re.sub(r'"input_layer_\d+"', '"input_layer"', text)
+    text = re.sub(r'"trainable": (true|false)', '"trainable": null', text)
+    digest = hashlib.sha1(text.encode())
+    for weight in extractor.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
+
+
 def extract_features(
     classifier, table: ImageTable, indices: np.ndarray, config,
     augment: AugmentPolicy | None = None, view: int = 0, verbose: int = 1,
 ) -> np.ndarray:
     """Pooled backbone features of the rows `indices`, cached on disk by everything they depend
-    on (backbone, weights source, image size, pooling, the files, augmentation and view, and the
-    seed when the weights are random or the images augmented)."""
-    source = weights_info(classifier).source
+    on (see the module documentation)."""
+    extractor = feature_extractor(classifier)
     key = hashlib.sha1(json.dumps({
-        "backbone": config.backbone, "weights": source,
-        "image_size": list(config.image_size), "data": data_key(table, indices),
-        "augment": repr(augment), "view": view, "grayscale": config.grayscale,
-        "pooling": config.pooling,
-        # Pretrained and unaugmented, the seed changes nothing: seeds of a comparison share the
-        # features. Random weights are drawn from the seed, and so are augmentations.
-        "seed": config.seed if augment is not None or source == "random" else None,
+        "model": model_key(extractor), "data": data_key(table, indices), "augment": repr(augment), "view": view,
+        # Augmented views are drawn from the seed; unaugmented features do not depend on it (random
+        # weights drawn from the seed are in the model's fingerprint).
+        "seed": config.seed if augment is not None else None,
     }, sort_keys=True).encode()).hexdigest()
     path = cache_dir() / "features" / f"{key}.npy"
     if path.is_file():
@@ -58,7 +75,7 @@ def extract_features(
     dataset = make_dataset(
         table, indices, config.image_size, batch_size=64, augment=augment, seed=config.seed * 7_919 + view
     )
-    features = feature_extractor(classifier).predict(dataset, verbose=verbose)
+    features = extractor.predict(dataset, verbose=verbose)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(f".tmp{os.getpid()}.npy")
     np.save(temporary, features)
