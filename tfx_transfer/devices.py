@@ -2,7 +2,9 @@
 
 On a GPU, XLA (`jit_compile`) and mixed precision are on by default; on a CPU both are off (XLA is
 about 10x slower here for depthwise convolutions, and `mixed_bfloat16` helps only some backbones).
-Several GPUs use `MirroredStrategy`; `TF_CONFIG` means `MultiWorkerMirroredStrategy`.
+Several GPUs use `MirroredStrategy`. Multi-worker training (`TF_CONFIG`) is refused with the
+reason: Keras 3's `fit` fails under `MultiWorkerMirroredStrategy` (keras-team/keras#20585), and a
+test watches for the day it no longer does.
 """
 
 from __future__ import annotations
@@ -13,6 +15,17 @@ from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
+
+
+#: Why a TF_CONFIG (multi-worker) run is refused: Keras 3's `fit` fails under
+#: MultiWorkerMirroredStrategy with this TensorFlow; tests/test_devices.py checks it still does.
+MULTI_WORKER_UNSUPPORTED = (
+    "TF_CONFIG is set, asking for multi-worker training, but Keras 3's fit does not run under "
+    "tf.distribute.MultiWorkerMirroredStrategy with TensorFlow {tf_version} and Keras {keras_version}: the first "
+    "step fails with \"Attempt to convert a value (PerReplica...) to a Tensor\" (keras-team/keras#20585, "
+    "tensorflow/tensorflow#72388). Train on one machine (several GPUs are used with MirroredStrategy), "
+    "or unset TF_CONFIG. Received TF_CONFIG: {tf_config}"
+)
 
 
 @dataclass(frozen=True)
@@ -28,8 +41,8 @@ def configure_devices(
 ) -> DeviceSetup:
     """Chooses the distribution strategy, XLA and the precision policy for this machine.
 
-    With `TF_CONFIG` set: `MultiWorkerMirroredStrategy`; with several GPUs: `MirroredStrategy`;
-    otherwise the default strategy. XLA and mixed precision are on by default on a GPU and off on
+    With several GPUs: `MirroredStrategy`; otherwise the default strategy. With `TF_CONFIG` set
+    (and `distribution="auto"`), a `RuntimeError` explains why multi-worker training is refused. XLA and mixed precision are on by default on a GPU and off on
     a CPU (XLA is ~10x slower there for depthwise convolutions). Explicit True/False override.
     """
     gpus = tf.config.list_logical_devices("GPU")
@@ -39,7 +52,8 @@ def configure_devices(
     elif distribution == "none":
         strategy = tf.distribute.get_strategy()
     elif os.environ.get("TF_CONFIG"):
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        raise RuntimeError(MULTI_WORKER_UNSUPPORTED.format(
+            tf_version=tf.__version__, keras_version=keras.__version__, tf_config=os.environ["TF_CONFIG"]))
     elif len(gpus) > 1:
         strategy = tf.distribute.MirroredStrategy()
     else:
