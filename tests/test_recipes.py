@@ -74,7 +74,9 @@ def _two_class_folder(root: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+# One recipe in the fast tier; every recipe in the full suite.
+@pytest.mark.parametrize("path", [p if p.stem == "product_defects" else pytest.param(p, marks=pytest.mark.slow) for p in RECIPES],
+                         ids=lambda p: p.stem)
 def test_recipe_runs_end_to_end_on_a_new_folder_with_data_alone(path, tmp_path, isolated_cache):
     data = _two_class_folder(tmp_path / "line7")
     with warnings.catch_warnings():
@@ -94,6 +96,7 @@ def test_recipe_runs_end_to_end_on_a_new_folder_with_data_alone(path, tmp_path, 
     assert 0.0 <= report["metrics"]["accuracy"] <= 1.0
 
 
+@pytest.mark.slow
 def test_an_ensemble_run_writes_one_model_that_averages_its_members(tmp_path, isolated_cache):
     import keras
 
@@ -118,6 +121,7 @@ def test_an_ensemble_run_writes_one_model_that_averages_its_members(tmp_path, is
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_chest_xray_reads_a_kermany_folder_with_patient_groups(tmp_path, isolated_cache):
     data = write_kermany(tmp_path / "chest_xray")
     result = run("chest_xray", data=data, overrides=TINY, out=tmp_path / "run", verbose=0)
@@ -136,6 +140,7 @@ def test_chest_xray_reads_a_kermany_folder_with_patient_groups(tmp_path, isolate
                                rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_traffic_signs_reads_a_gtsrb_folder_and_maps_mirror_pairs(tmp_path, isolated_cache):
     from tfx_transfer.recipe import load_recipe
     from tfx_transfer.runner import train_config
@@ -219,6 +224,7 @@ def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "run" / "model.keras").exists()
 
 
+@pytest.mark.slow
 def test_chest_xray_runs_multi_label_on_an_nih_csv(tmp_path, isolated_cache):
     from tiny_data import write_nih
 
@@ -306,3 +312,28 @@ def test_recipe_errors_survive_pickling_to_and_from_a_worker_process():
     error = RecipeError("line7.yaml", "training.epoch", "unknown key. Did you mean 'epochs'?")
     again = pickle.loads(pickle.dumps(error))
     assert (type(again), str(again), again.key) == (RecipeError, str(error), "training.epoch")
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_ships_the_built_in_recipes(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).parents[1]
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                            "-w", str(tmp_path / "wheel"), str(root)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    wheel = next((tmp_path / "wheel").glob("tfx_transfer-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {f"tfx_transfer/recipes/{path.name}" for path in RECIPES} <= set(names)
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target",
+                                str(tmp_path / "site"), str(wheel)], capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    code = ("import tfx_transfer, sys; from tfx_transfer.recipe import list_recipes, load_recipe;"
+            "assert tfx_transfer.__file__.startswith(sys.argv[1]), tfx_transfer.__file__;"
+            "print(sorted(load_recipe(p.stem).name for p in list_recipes()))")
+    listed = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site")], capture_output=True, text=True,
+                            env={**__import__("os").environ, "PYTHONPATH": str(tmp_path / "site")}, cwd=tmp_path, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert listed.stdout.strip() == str(sorted(path.stem for path in RECIPES))

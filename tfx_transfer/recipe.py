@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
 import re
 from dataclasses import dataclass, field
@@ -311,8 +312,9 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
 
 
 def recipes_dir() -> Path:
-    """The folder of the built-in recipes (`recipes/` next to the package)."""
-    return Path(__file__).resolve().parent.parent / "recipes"
+    """The folder of the built-in recipes: `tfx_transfer/recipes/`, package data of every install
+    (the repository's top-level `recipes/` links to it)."""
+    return Path(str(importlib.resources.files("tfx_transfer") / "recipes"))
 
 
 def list_recipes() -> list[Path]:
