@@ -77,6 +77,23 @@ def test_train_config_takes_its_defaults_and_checks_from_the_declarations():
     assert TrainConfig(learning_rate=1).learning_rate == 1.0
 
 
+def test_the_tensorflow_free_modules_import_where_tensorflow_cannot():
+    import tfx_transfer
+
+    code = (
+        "import sys\n"
+        "for name in ('tensorflow', 'keras', 'tf_keras'):\n"
+        "    sys.modules[name] = None  # any import of them now raises ImportError\n"
+        "import importlib, tfx_transfer\n"
+        "for module in tfx_transfer.TENSORFLOW_FREE:\n"
+        "    importlib.import_module(f'tfx_transfer.{module}')\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+    assert {"settings", "recipe", "run_folder", "report"} <= set(tfx_transfer.TENSORFLOW_FREE)
+
+
 def test_reading_every_recipe_imports_neither_tensorflow_nor_keras():
     code = (
         "import sys\n"
@@ -90,3 +107,13 @@ def test_reading_every_recipe_imports_neither_tensorflow_nor_keras():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_recipes_reference_table_is_the_generated_one():
+    from tfx_transfer.recipe import recipes_dir
+    from tfx_transfer.settings import reference_markdown
+
+    text = (recipes_dir() / "README.md").read_text()
+    block = text.split("<!-- settings:")[1].split("-->", 1)[1].split("<!-- /settings -->")[0].strip()
+    assert block == reference_markdown(), "regenerate the table: python -c 'from tfx_transfer.settings import reference_markdown; print(reference_markdown())'"
+    assert reference_markdown().count("\n") == 1 + sum(len(items) for items in SECTIONS.values())

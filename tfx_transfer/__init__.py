@@ -1,7 +1,16 @@
 """tfx_transfer: transfer learning for computer vision with Keras 3, as a decision backed by evidence.
 
 Names are imported on first use, so `tfx-transfer report` and the metrics/report modules work
-without loading TensorFlow.
+without loading TensorFlow. The modules in layers, each depending only on those above it:
+
+    configuration   settings, policies, backbones (registry data), recipe
+    run folders     run_folder; reports: metrics, render, report, comparison, results
+    models          layers, weights, offline_weights, torch_checkpoint, model
+    data            sources, images, splits, embedded, synthetic_*, augment, data, features
+    training        devices, checkpoint, train, ensemble
+    experiments     runner, sweep, demo; startup and cli on top
+
+`TENSORFLOW_FREE` lists the modules that import without TensorFlow (a test checks it).
 
 Example:
     >>> import tfx_transfer
@@ -15,6 +24,10 @@ from __future__ import annotations
 import importlib
 
 __version__ = "0.1.0"
+
+#: Modules that import neither TensorFlow nor Keras: reading recipes, run folders and reports.
+TENSORFLOW_FREE = ("settings", "policies", "backbones", "recipe", "run_folder", "metrics", "render", "report",
+                   "comparison", "results", "startup", "torch_checkpoint")
 
 #: Public name -> the module that defines it.
 _EXPORTS = {

@@ -232,3 +232,17 @@ def defaults(section: str) -> dict:
     """`{name: default}` of one section (mutable defaults copied)."""
     return {item.name: (dict(item.default) if isinstance(item.default, dict) else item.default)
             for item in SECTIONS[section]}
+
+
+def reference_markdown() -> str:
+    """Every setting as a Markdown table (section, name, default, help): the recipes' field reference.
+
+    `recipes/README.md` holds this table between its `settings` markers, and a test keeps it equal.
+    """
+    rows = ["| setting | default | what it is |", "|---|---|---|"]
+    for section, items in SECTIONS.items():
+        for item in items:
+            default = "null" if item.default is None else ('""' if item.default == "" else item.default)
+            default = str(default).lower() if isinstance(default, bool) else ("{}" if default == {} else default)
+            rows.append(f"| `{section}.{item.name}` | `{default}` | {item.help.replace('|', '/')} |")
+    return "\n".join(rows)
