@@ -9,6 +9,7 @@ Commands:
     run RECIPE              train and evaluate a recipe into a run folder with its report
     compare RECIPE          strategies x training-set fractions x seeds, with a comparison report
     report RUN_DIR ...      rebuild reports from saved predictions (no TensorFlow)
+    results FOLDER ...      the results page of many runs, grouped by recipe content (no TensorFlow)
     demo                    every recipe on its built-in data, strategies compared (--quick: a
                             smoke run under 10 minutes on 2 CPU cores)
     showcase                classify real ImageNet images with the offline MobileNetV2 port and
@@ -247,6 +248,13 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _results(args: argparse.Namespace) -> int:
+    from tfx_transfer.results import write_results
+
+    print(f"Results page: {write_results(args.folders, args.out)}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     import time
 
@@ -310,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     reporter.add_argument("--out", help="with several runs: where to write their comparison (default: the first's parent)")
     reporter.set_defaults(func=_report)
 
+    results = commands.add_parser("results", help="the results page of run and comparison folders, grouped by "
+                                  "recipe content (no TensorFlow)")
+    results.add_argument("folders", nargs="+", metavar="FOLDER", help="run, comparison or demo folders")
+    results.add_argument("--out", default="RESULTS.md", help="the Markdown page to write (default: %(default)s)")
+    results.set_defaults(func=_results)
+
     demo = commands.add_parser("demo", parents=[common], help="every recipe on its built-in data, strategies compared")
     demo.add_argument("--quick", action="store_true", help="small images, few epochs: under 10 minutes on 2 CPU cores")
     demo.add_argument("--out", default="runs/demo", help="where the runs and the report go (default: %(default)s)")
@@ -322,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Commands that never load TensorFlow.
-_WITHOUT_TENSORFLOW = ("report",)
+_WITHOUT_TENSORFLOW = ("report", "results")
 
 
 def main(argv: list[str] | None = None) -> int:
