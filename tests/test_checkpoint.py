@@ -12,7 +12,7 @@ from tfx_transfer.model import build_classifier
 
 
 def _trained_classifier(seed: int) -> keras.Model:
-    model = build_classifier("mobilenet_v2", 3, weights=None, image_size=32, seed=seed)
+    model = build_classifier("tiny_test", 3, weights=None, image_size=32, seed=seed)
     model.get_layer("head").trainable = True
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     images = np.random.default_rng(seed).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
@@ -27,7 +27,7 @@ def test_weights_file_of_a_compiled_model_holds_its_layers_only(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.weights.h5"]  # no staging file left
     with h5py.File(tmp_path / "run" / "best.weights.h5") as saved:
         assert "optimizer" not in saved and "layers" in saved
-    fresh = build_classifier("mobilenet_v2", 3, weights=None, image_size=32, seed=1)
+    fresh = build_classifier("tiny_test", 3, weights=None, image_size=32, seed=1)
     load_model_weights(fresh, tmp_path / "run" / "best.weights.h5")
     assert all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(), model.get_weights()))
 

@@ -10,6 +10,7 @@ from tfx_transfer.backbones import list_backbones
 from tfx_transfer.cli import main
 
 
+@pytest.mark.slow
 def test_backbones_prints_one_row_per_backbone(capsys):
     assert main(["backbones"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -38,6 +39,7 @@ def test_unknown_command_exits_with_usage():
         main(["frobnicate"])
 
 
+@pytest.mark.slow
 def test_train_command_is_a_run_of_a_minimal_recipe_and_resumes(tmp_path, capsys, monkeypatch):
     import json
 
@@ -94,6 +96,7 @@ def test_setting_flags_are_made_from_the_declarations():
                 assert f"[{section}.{item.name}]" in help_text, item.name
 
 
+@pytest.mark.slow
 def test_compare_command_writes_the_report_and_continues_where_it_stopped(tmp_path, capsys, monkeypatch):
     import json
 
@@ -146,6 +149,7 @@ def _demo_recipes(tmp_path, monkeypatch, texts: dict) -> None:
     monkeypatch.setattr("tfx_transfer.recipe.recipes_dir", lambda: recipes)
 
 
+@pytest.mark.slow
 def test_demo_compares_every_recipe_and_ends_with_one_report(tmp_path, capsys, monkeypatch):
     import json
 
@@ -169,6 +173,7 @@ def test_demo_compares_every_recipe_and_ends_with_one_report(tmp_path, capsys, m
         assert comparison["verdict"]["text"].split(".")[0] in page.replace("&#x27;", "'")
 
 
+@pytest.mark.slow
 def test_demo_names_the_recipe_that_failed_and_keeps_the_others(tmp_path, capsys, monkeypatch):
     import json
 
@@ -217,6 +222,7 @@ def test_a_run_into_a_folder_that_holds_one_is_refused(tmp_path, capsys, monkeyp
     assert sorted(p.name for p in (tmp_path / "old").iterdir()) == ["report.json", "scan.json"]
 
 
+@pytest.mark.slow
 def test_the_command_line_does_not_print_tensorflows_start_up_noise(tmp_path):
     import os
     import subprocess

@@ -126,6 +126,7 @@ def test_prepare_is_cached_atomic_and_names_the_choices(tmp_path, monkeypatch):
         embedded.prepare("embedded:elvp", root=tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_elpv_is_prepared_from_the_real_data(tmp_path):
     root = embedded.prepare("elpv", root=tmp_path)

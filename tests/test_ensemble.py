@@ -89,6 +89,7 @@ def test_average_models_rejects_members_that_cannot_be_averaged():
         average_models([first, other])
 
 
+@pytest.mark.slow
 def test_each_member_is_the_single_run_with_its_seed(tiny_data, whole_ensemble):
     table, splits = tiny_data
     ensemble, run_dir = whole_ensemble
@@ -106,6 +107,7 @@ def test_each_member_is_the_single_run_with_its_seed(tiny_data, whole_ensemble):
     np.testing.assert_allclose(ensemble.model.predict(images, verbose=0), expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_crash_in_the_second_member_resumes_there(tiny_data, whole_ensemble, tmp_path, monkeypatch):
     import tfx_transfer.train as train_module
 
@@ -138,6 +140,7 @@ def test_resuming_an_ensemble_that_never_started_is_explained(tiny_data, tmp_pat
         train_ensemble(table, splits, CONFIG, 2, run_dir=tmp_path, resume=True, verbose=0)
 
 
+@pytest.mark.slow
 def test_feature_extraction_trains_one_model_whatever_the_ensemble_size(tiny_data, capsys):
     table, splits = tiny_data
     config = replace(CONFIG, strategy="feature_extraction")

@@ -123,7 +123,7 @@ def test_load_backbone_rejects_bad_image_size(image_size, match):
 
 @pytest.mark.parametrize("pooling", CLASSIFIER_POOLINGS)
 def test_classifier_pooling_reduces_the_backbone_feature_map(pooling):
-    classifier = build_classifier("resnet50", 2, weights=None, image_size=64, pooling=pooling)
+    classifier = build_classifier("tiny_test", 2, weights=None, image_size=64, pooling=pooling)
     images = np.random.default_rng(0).uniform(0, 255, (3, 64, 64, 3)).astype("float32")
     backbone, _ = find_backbone(classifier)
     first_pooling = classifier.get_layer("pool_avg" if pooling == "avg_max" else "pool")
@@ -153,6 +153,7 @@ def _classifier(model):
     return classifier
 
 
+@pytest.mark.slow
 def test_training_after_slicing_keeps_frozen_weights_and_batchnorm_bit_identical():
     keras.utils.set_random_seed(0)
     # ResNet50, not MobileNetV2: with random weights and BatchNorm in inference mode MobileNetV2's

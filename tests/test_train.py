@@ -49,7 +49,8 @@ def isolated_feature_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TFX_TRANSFER_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+# One strategy in the fast tier; the others train the backbone too and take seconds each.
+@pytest.mark.parametrize("strategy", [s if s == "feature_extraction" else pytest.param(s, marks=pytest.mark.slow) for s in STRATEGIES])
 def test_each_strategy_trains_and_the_loss_goes_down(strategy, tiny_data):
     table, splits = tiny_data
     options = TINY
@@ -61,6 +62,7 @@ def test_each_strategy_trains_and_the_loss_goes_down(strategy, tiny_data):
     assert result.model.input_shape == (None, 32, 32, 3)
 
 
+@pytest.mark.slow
 def test_per_image_weights_reach_the_loss_of_both_phases(tiny_data):
     from dataclasses import replace
 
@@ -86,6 +88,7 @@ def test_feature_extraction_leaves_every_backbone_weight_bit_identical(tiny_data
     assert not np.array_equal(head_before, result.model.get_layer("head").get_weights()[-1])
 
 
+@pytest.mark.slow
 def test_fine_tune_changes_exactly_the_unfrozen_blocks_and_no_batchnorm_statistic(tiny_data):
     table, splits = tiny_data
     keras.utils.set_random_seed(0)
@@ -128,6 +131,7 @@ def test_cached_feature_head_equals_in_graph_frozen_head(tiny_data, pooling):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_feature_cache_keeps_poolings_apart(tiny_data):
     table, splits = tiny_data
     average = train(table, splits, TrainConfig(strategy="feature_extraction", **TINY), verbose=0)
@@ -136,6 +140,7 @@ def test_feature_cache_keeps_poolings_apart(tiny_data):
     assert average.model.get_layer("head").input_shape[-1] * 2 == both.model.get_layer("head").input_shape[-1] == 96
 
 
+@pytest.mark.slow
 def test_feature_cache_keeps_seeds_apart_when_weights_are_random(tiny_data, tmp_path):
     table, splits = tiny_data
     for seed in (0, 1, 1):
@@ -145,6 +150,7 @@ def test_feature_cache_keeps_seeds_apart_when_weights_are_random(tiny_data, tmp_
     assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 4
 
 
+@pytest.mark.slow
 def test_two_runs_with_one_seed_are_identical(tiny_data):
     table, splits = tiny_data
     config = TrainConfig(strategy="fine_tune", **TINY)
@@ -175,6 +181,7 @@ def _crash_then_resume(table, splits, config, run_dir, monkeypatch, crash_at=4):
     return train(table, splits, config, run_dir=run_dir, resume=True, verbose=0)
 
 
+@pytest.mark.slow
 def test_crash_and_resume_reproduces_the_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
     table, splits = tiny_data
     config = TrainConfig(strategy="fine_tune", **TINY)
@@ -184,6 +191,7 @@ def test_crash_and_resume_reproduces_the_uninterrupted_run(tiny_data, tmp_path, 
     assert all(np.array_equal(a, b) for a, b in zip(resumed.model.get_weights(), uninterrupted.model.get_weights()))
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:fine_tune_learning_rate .* is not lower")
 def test_resume_after_a_worse_epoch_keeps_the_optimizer_of_the_last_epoch(tiny_data, tmp_path, monkeypatch):
     # A fine-tuning rate this high makes the third fine-tuning epoch worse than the second, so after
@@ -402,6 +410,7 @@ def test_ctrl_c_stops_cleanly_with_every_finished_epoch_saved(tiny_data, tmp_pat
     assert (tmp_path / "checkpoints" / "latest").read_text() == "epoch-0002"
 
 
+@pytest.mark.slow
 def test_layer_decay_gives_lower_blocks_lower_learning_rates_and_resumes(tiny_data, tmp_path, monkeypatch):
     import tfx_transfer.train as train_module
 

@@ -122,6 +122,7 @@ def _package_dir(module: str):
     return Path(found.submodule_search_locations[0])
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_mobilenet_v2_offline_port_puts_the_true_label_first_on_real_imagenet_images():
     from PIL import Image
