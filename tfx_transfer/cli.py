@@ -230,9 +230,10 @@ def _compare(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from tfx_transfer.comparison import find_run_dirs, write_comparison_report
     from tfx_transfer.report import headline, write_run_report
+    from tfx_transfer.run_folder import RunFolder
 
     given = [Path(folder) for folder in args.run_dirs]
-    if len(given) == 1 and not (given[0] / "run.json").is_file():
+    if len(given) == 1 and not RunFolder(given[0]).facts_file.is_file():
         runs = find_run_dirs(given[0])
         if not runs:
             raise FileNotFoundError(f"'{given[0]}' holds no run: expected run.json, or runs/*/run.json of a comparison.")

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from tfx_transfer import render
-from tfx_transfer.run_folder import write_report_files
 from tfx_transfer.report import build_run_report, confusion_figure, gallery_html, write_run_report
+from tfx_transfer.run_folder import RunFolder, write_report_files
 
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "roc_auc", "average_precision",
                 "brier", "ece", "sensitivity", "specificity")
@@ -187,7 +187,7 @@ def build_comparison(run_dirs: list[str | os.PathLike], rebuild: bool = False) -
     reports = {}
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
-        reports[str(run_dir)] = write_run_report(run_dir) if rebuild or not (run_dir / "report.json").is_file() \
+        reports[str(run_dir)] = write_run_report(run_dir) if rebuild or not RunFolder(run_dir).is_finished \
             else build_run_report(run_dir)
     if not reports:
         raise ValueError("No run to compare: pass run folders written by `tfx-transfer run` or `compare`.")
@@ -327,9 +327,9 @@ def write_comparison_report(out: str | os.PathLike, run_dirs: list[str | os.Path
 def find_run_dirs(folder: str | os.PathLike) -> list[Path]:
     """The finished runs of a comparison folder (`runs/*`), or the folder itself if it is a run."""
     folder = Path(folder)
-    if (folder / "run.json").is_file():
+    if RunFolder(folder).facts_file.is_file():
         return [folder]
-    return sorted(p for p in (folder / "runs").glob("*") if (p / "run.json").is_file())
+    return sorted(p for p in (folder / "runs").glob("*") if RunFolder(p).facts_file.is_file())
 
 
 def write_overview(out: str | os.PathLike, comparisons: list[tuple[dict, dict[str, dict]]]) -> Path:

@@ -21,8 +21,6 @@ import os
 import statistics
 from pathlib import Path
 
-import yaml
-
 from tfx_transfer import render
 from tfx_transfer.run_folder import RunFolder, write_atomically
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from tfx_transfer.recipe import recipe_changes
+from tfx_transfer.run_folder import RunFolder
 from tfx_transfer.runner import as_recipe, default_out, prepare_data, run_prepared, strategy_label
 
 
@@ -96,7 +97,8 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
                 if run_dir in run_dirs:  # e.g. fine_tune and fine_tune:5 when the recipe unfreezes 5
                     continue
                 run_dirs.append(run_dir)
-                changed = recipe_changes(run_dir / "recipe.yaml", configured)
+                folder = RunFolder(run_dir)
+                changed = recipe_changes(folder.recipe_file, configured)
                 if changed and stale == "refuse":
                     raise ValueError(
                         f"'{run_dir}' was made with another recipe ({'; '.join(changed)}), so it cannot be kept in "
@@ -106,7 +108,7 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
                     aside = _set_aside(run_dir, out / "stale")
                     log(f"{run_dir.name}: made with another recipe ({'; '.join(changed)}); moved to {aside}, "
                         "training it again")
-                if (run_dir / "report.json").is_file():
+                if folder.is_finished:
                     log(f"[{len(run_dirs)}/{total}] {run_dir.name}: done before, kept")
                     continue
                 # A folder without report.json was interrupted: continue it (from its checkpoint,

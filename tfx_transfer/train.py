@@ -49,7 +49,7 @@ from tfx_transfer.model import (
     weights_info,
 )
 from tfx_transfer.run_folder import remove_stale_files, write_atomically
-from tfx_transfer.settings import STRATEGIES, SettingError, setting
+from tfx_transfer.settings import STRATEGIES, SettingError, setting  # noqa: F401  (STRATEGIES: re-exported)
 from tfx_transfer.sources import ImageTable
 from tfx_transfer.splits import Splits
 
