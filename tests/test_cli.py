@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -237,3 +236,15 @@ def test_the_command_line_does_not_print_tensorflows_start_up_noise(tmp_path):
     assert quiet.stderr == "", quiet.stderr
     loud = subprocess.run([*command[:3], "--verbose", *command[3:]], capture_output=True, text=True, env=env, timeout=300)
     assert loud.returncode == 0 and "I0000" in loud.stderr  # the same logs, shown on request
+
+
+def test_demo_plans_by_quickness_and_names_a_recipe_that_cannot_start(tmp_path, capsys):
+    from tfx_transfer.demo import plan, run_demo
+
+    assert plan(True)["fractions"] == (0.25, 1.0) and plan(True)["largest_only"] == ("scratch",)
+    assert plan(False)["seeds"] == 2 and len(plan(False)["fractions"]) == 4
+    lost = tmp_path / "lost.yaml"
+    lost.write_text(f"name: lost\ndata:\n  source: {tmp_path / 'nowhere'}\n")
+    with pytest.raises(RuntimeError, match=r"The comparison of lost failed .*Rerun the same command to continue"):
+        run_demo(tmp_path / "demo", quick=True, jobs=1, recipes=[lost])
+    assert "[lost] failed: FileNotFoundError: Data not found" in capsys.readouterr().out
