@@ -57,3 +57,21 @@ def test_an_interrupted_run_resumes_from_its_members_checkpoints_or_starts_again
     shutil.rmtree(run_dir / "training")
     (run_dir / "training" / "checkpoints" / ".epoch-0001-y").mkdir(parents=True)
     assert compare("product_defects", **arguments)["rows"][0]["primary"]["value"] == pytest.approx(expected)
+
+
+def test_a_kept_run_made_on_other_data_is_a_change(tmp_path):
+    from tfx_transfer.recipe import load_recipe
+    from tfx_transfer.run_folder import RunFolder, write_json
+    from tfx_transfer.runner import data_digest, prepare_data
+    from tfx_transfer.splits import nested_subset
+    from tfx_transfer.sweep import _data_changes
+
+    recipe = load_recipe("product_defects").with_overrides(["data.weight_column=null"])
+    first = prepare_data(recipe, write_solid_folder(tmp_path / "a", per_class=8))
+    second = prepare_data(recipe, write_solid_folder(tmp_path / "b", per_class=9))
+    folder = RunFolder(tmp_path / "run")
+    assert _data_changes(folder, first, recipe, 1.0) == []  # a run from before data.json existed
+    write_json(folder.data_file, data_digest(first, nested_subset(first.table, first.splits.train, 1.0, seed=0)))
+    assert _data_changes(folder, first, recipe, 1.0) == []
+    assert _data_changes(folder, second, recipe, 1.0) == [
+        f"data: 24 images from {str(tmp_path / 'a')!r} there, 27 from {str(tmp_path / 'b')!r} now"]

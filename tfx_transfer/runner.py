@@ -278,7 +278,8 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
     result = train_ensemble(table, replace(splits, train=train_indices), config, recipe.training.ensemble_size,
                             run_dir=folder.training_dir, resume=resume_training, verbose=verbose)
     if result.stopped:
-        raise KeyboardInterrupt(f"Stopped; resume with: tfx-transfer run {recipe.path or recipe.name} --out {out} --resume")
+        data = f" --data {prepared.source}" if prepared.source != recipe.data.source else ""
+        raise KeyboardInterrupt(f"resume with: tfx-transfer run {recipe.path or recipe.name}{data} --out {out} --resume")
     predict_started = time.perf_counter()
     views = recipe.evaluation.test_time_views
     val_score = _predict(result.model, table, splits.val, config, views)

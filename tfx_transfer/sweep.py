@@ -12,13 +12,15 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 from tfx_transfer.recipe import recipe_changes
 from tfx_transfer.run_folder import RunFolder
-from tfx_transfer.runner import as_recipe, default_out, prepare_data, run_prepared, strategy_label
+from tfx_transfer.runner import as_recipe, data_digest, default_out, prepare_data, run_prepared, strategy_label
+from tfx_transfer.splits import nested_subset
 
 
 def parse_strategies(text) -> list[tuple[str, dict]]:
@@ -98,7 +100,8 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
                     continue
                 run_dirs.append(run_dir)
                 folder = RunFolder(run_dir)
-                changed = recipe_changes(folder.recipe_file, configured)
+                changed = recipe_changes(folder.recipe_file, configured) + _data_changes(folder, prepared, configured,
+                                                                                          fraction)
                 if changed and stale == "refuse":
                     raise ValueError(
                         f"'{run_dir}' was made with another recipe ({'; '.join(changed)}), so it cannot be kept in "
@@ -119,6 +122,18 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
                 log(f"[{len(run_dirs)}/{total}] {run_dir.name}: {primary['name']} "
                     f"{_format(primary['value'])}, {result.report['timing']['total_seconds']:.0f} s")
     return write_comparison_report(out, run_dirs)
+
+
+def _data_changes(folder: RunFolder, prepared, recipe, fraction: float) -> list[str]:
+    """`["data: ..."]` when the run was made on other images, labels or splits than these."""
+    if not folder.data_file.is_file():
+        return []  # made before runs recorded their data
+    before = json.loads(folder.data_file.read_text())
+    now = data_digest(prepared, nested_subset(prepared.table, prepared.splits.train, fraction, seed=recipe.training.seed))
+    if before.get("digest") == now["digest"]:
+        return []
+    return [f"data: {before.get('images')} images from {before.get('source')!r} there, {now['images']} from "
+            f"{now['source']!r} now"]
 
 
 def _set_aside(run_dir: Path, folder: Path) -> Path:
