@@ -3,7 +3,7 @@
 Names are imported on first use, so `tfx-transfer report` and the metrics/report modules work
 without loading TensorFlow. The modules in layers, each depending only on those above it:
 
-    configuration   settings, policies, backbones (registry data), recipe
+    configuration   settings, policies, backbones (registry data), recipe, strategies
     run folders     run_folder; reports: metrics, render, report, comparison, results
     models          layers, weights, offline_weights, torch_checkpoint, model
     data            sources, images, splits, embedded, synthetic_*, augment, data, features
@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 
 #: Modules that import neither TensorFlow nor Keras: reading recipes, run folders and reports.
 TENSORFLOW_FREE = ("settings", "policies", "backbones", "recipe", "run_folder", "metrics", "render", "report",
-                   "comparison", "results", "startup", "torch_checkpoint")
+                   "comparison", "results", "startup", "torch_checkpoint", "strategies")
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
@@ -42,7 +42,7 @@ _EXPORTS = {
     "run": "runner", "compare": "sweep", "run_demo": "demo",
     "build_run_report": "report", "write_run_report": "report",
     "write_comparison_report": "comparison",
-    "TrainConfig": "train", "train": "train",
+    "TrainConfig": "strategies", "plan_phases": "strategies", "train": "train",
     "train_ensemble": "ensemble", "average_models": "ensemble",
 }
 
