@@ -148,6 +148,38 @@ def test_markdown_report_prints_class_names_as_written(tmp_path):
     assert report_module.render.markdown_text("a_b _c_ [x](y)") == "a_b \\_c\\_ [x\\](y)"
 
 
+def test_the_report_calibrates_on_validation_and_keeps_every_decision(tmp_path):
+    from tfx_transfer.calibration import apply_temperature
+    from tfx_transfer.metrics import choose_operating_point
+
+    run = write_fake_run(tmp_path / "run", quality=0.75, n=200)
+    with np.load(run / "predictions.npz") as saved:
+        raw = {key: saved[key] for key in saved.files}
+    # The fake run's scores, made over-confident as fine-tuned networks' often are.
+    sharpened = dict(raw, val_score=apply_temperature(raw["val_score"], 0.4), test_score=apply_temperature(raw["test_score"], 0.4))
+    np.savez(run / "predictions.npz", **sharpened)
+    report = write_run_report(run)
+    calibration = report["calibration"]
+    assert calibration["temperature"] > 1.2  # softened
+    assert calibration["test"]["ece_after"] < calibration["test"]["ece_before"]
+    assert report["metrics"]["ece"] == pytest.approx(calibration["test"]["ece_after"])
+    # The threshold is chosen on calibrated validation scores; as calibration keeps the ranking,
+    # it makes the same decisions as the one chosen on the raw scores.
+    raw_point = choose_operating_point(sharpened["val_true"], sharpened["val_score"], "target_recall", 1, 0.9)
+    raw_decisions = raw_point.predict(sharpened["test_score"])
+    assert report["metrics"]["sensitivity"] == pytest.approx((raw_decisions[sharpened["test_true"] == 1] == 1).mean())
+    assert report["metrics"]["specificity"] == pytest.approx((raw_decisions[sharpened["test_true"] == 0] == 0).mean())
+    assert report["metrics"]["roc_auc"] == pytest.approx(report_without_calibration_roc_auc(sharpened))
+    assert "## Calibration (temperature scaling)" in (run / "report.md").read_text()
+    assert 'alt="reliability diagram"' in (run / "report.html").read_text()
+
+
+def report_without_calibration_roc_auc(predictions):
+    import sklearn.metrics as skm
+
+    return skm.roc_auc_score(predictions["test_true"], predictions["test_score"][:, 1])
+
+
 def _cell(label, fraction, mean, low, high, seconds=10.0, n_train=100):
     return {"label": label, "fraction": fraction, "mean": mean, "low": low, "high": high, "seconds": seconds,
             "n_train": n_train, "values": [mean], "seeds": 1, "trainable_params": 1, "epochs_to_best": 1.0}

@@ -4,7 +4,7 @@ Names are imported on first use, so `tfx-transfer report` and the metrics/report
 without loading TensorFlow. The modules in layers, each depending only on those above it:
 
     configuration   settings, policies, backbones (registry data), recipe, strategies
-    run folders     run_folder; reports: metrics, render, report, comparison, results
+    run folders     run_folder; reports: metrics, calibration, render, report, comparison, results
     models          layers, weights, offline_weights, torch_checkpoint, model
     data            sources, images, splits, embedded, synthetic_*, augment, data, features
     training        devices, checkpoint, train, ensemble
@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 
 #: Modules that import neither TensorFlow nor Keras: reading recipes, run folders and reports.
 TENSORFLOW_FREE = ("settings", "policies", "backbones", "recipe", "run_folder", "metrics", "render", "report",
-                   "comparison", "results", "startup", "torch_checkpoint", "strategies")
+                   "comparison", "results", "startup", "torch_checkpoint", "strategies", "calibration")
 
 #: Public name -> the module that defines it.
 _EXPORTS = {

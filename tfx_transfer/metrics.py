@@ -176,7 +176,9 @@ def bootstrap_interval(name: str, y_true, y_score, point: OperatingPoint, resamp
     return float(low), float(high)
 
 
-def _brier(y_true, y_score) -> float:
+def brier_score(y_true, y_score) -> float:
+    """Mean squared error of the probabilities (scikit-learn's `brier_score_loss`; multi-class: over all classes)."""
+    y_true, y_score = np.asarray(y_true), np.asarray(y_score, float)
     if y_score.shape[1] == 2:
         return float(skm.brier_score_loss(y_true == 1, y_score[:, 1]))
     sums = y_score.sum(axis=1, keepdims=True)
@@ -236,7 +238,7 @@ def classification_metrics(y_true, y_score, class_names: list[str], point: Opera
         "weighted_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
         "roc_auc": score("roc_auc", y_true, y_score, y_pred, point.positive_index),
         "average_precision": average_precision(y_true, y_score, point.positive_index),
-        "brier": _brier(y_true, y_score),
+        "brier": brier_score(y_true, y_score),
         "ece": expected_calibration_error(y_true, y_score),
         "operating_point": point.to_dict(),
     }

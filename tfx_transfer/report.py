@@ -1,8 +1,9 @@
 """The report of one run, rebuilt at any time from the run folder without TensorFlow.
 
-`build_run_report(run_dir)` reads `run.json`, `history.json` and `predictions.npz`, chooses the
-operating point on the validation predictions, applies it unchanged to test, and computes every
-metric with scikit-learn (`tfx_transfer.metrics`). `write_run_report` writes `report.json`,
+`build_run_report(run_dir)` reads `run.json`, `history.json` and `predictions.npz`, calibrates the
+scores by temperature scaling fitted on validation (`tfx_transfer.calibration`), chooses the
+operating point on the calibrated validation scores, applies both unchanged to test, and computes
+every metric with scikit-learn (`tfx_transfer.metrics`). `write_run_report` writes `report.json`,
 `report.md` and a self-contained `report.html` next to them.
 
 report.json (one run) holds: `recipe`, `strategy`, `label`, `backbone`, `weights` (`source`,
@@ -10,8 +11,9 @@ report.json (one run) holds: `recipe`, `strategy`, `label`, `backbone`, `weights
 `augmentation`, `metrics` (test: `accuracy`, `balanced_accuracy`, `macro_f1`, `weighted_f1`,
 `roc_auc`, `average_precision`, `brier`, `ece`, `sensitivity`, `specificity`, `primary` with its
 95% interval, `operating_point`), `validation` (the same on validation), `per_class`,
-`confusion_matrix`, `most_confused`, `history`, `phases`, `timing`, `trainable_params`,
-`epochs_to_best`, `device`, `versions`.
+`confusion_matrix`, `most_confused`, `calibration` (`temperature`, ECE and Brier score before and
+after, reliability curves), `history`, `phases`, `timing`, `trainable_params`, `epochs_to_best`,
+`device`, `versions`.
 
 Example:
     >>> report = write_run_report("runs/product_defects-20261129")  # doctest: +SKIP
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from tfx_transfer import render
+from tfx_transfer.calibration import calibrate
 from tfx_transfer.metrics import choose_operating_point, classification_metrics, multilabel_metrics
 from tfx_transfer.run_folder import RunFolder, RunFolderError  # noqa: F401  (RunFolderError: raised by load_run)
 
@@ -51,13 +54,16 @@ def build_run_report(run_dir: str | os.PathLike) -> dict:
     positive = evaluation.get("positive_index")
     if kind == "target_recall" and positive is None:
         kind = "argmax"  # more than two classes: no single positive class to target
-    point = choose_operating_point(predictions["val_true"], predictions["val_score"], kind, positive,
-                                   evaluation["target_recall"])
+    # Every metric and the operating point use calibrated scores: the temperature is fitted on
+    # validation and applied to test (tfx_transfer.calibration); predictions.npz keeps the raw ones.
+    calibration, val_score, test_score = calibrate(predictions["val_true"], predictions["val_score"],
+                                                   predictions["test_true"], predictions["test_score"], positive)
+    predictions = dict(predictions, val_score=val_score, test_score=test_score)
+    point = choose_operating_point(predictions["val_true"], val_score, kind, positive, evaluation["target_recall"])
     primary = evaluation["primary_metric"]
-    test = classification_metrics(predictions["test_true"], predictions["test_score"], class_names, point, primary,
+    test = classification_metrics(predictions["test_true"], test_score, class_names, point, primary,
                                   evaluation.get("bootstrap", 1000), seed=facts.get("seed", 0))
-    validation = classification_metrics(predictions["val_true"], predictions["val_score"], class_names, point,
-                                        primary, bootstrap=0)
+    validation = classification_metrics(predictions["val_true"], val_score, class_names, point, primary, bootstrap=0)
     report = dict(facts)
     report.update(
         metrics={k: v for k, v in test.items() if k not in ("per_class", "confusion_matrix", "most_confused")},
@@ -66,6 +72,7 @@ def build_run_report(run_dir: str | os.PathLike) -> dict:
         confusion_matrix=test["confusion_matrix"],
         most_confused=test["most_confused"],
         confidently_wrong=confidently_wrong(predictions, point, class_names),
+        calibration=calibration,
         history=history,
     )
     return report
@@ -247,9 +254,48 @@ def render_run_markdown(report: dict) -> str:
     if report["most_confused"]:
         lines += ["## Most confused (test)", "", render.markdown_table(
             ["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]] for p in report["most_confused"]]), ""]
+    if report.get("calibration"):
+        lines += ["## Calibration (temperature scaling)", "", render.markdown_text(_calibration_text(report["calibration"])),
+                  "", render.markdown_table(*_calibration_table(report["calibration"])), ""]
     if report["metrics"]["notes"]:
         lines += ["## Notes", ""] + [f"- {render.markdown_text(note)}" for note in report["metrics"]["notes"]] + [""]
     return "\n".join(lines)
+
+
+def _calibration_text(calibration: dict) -> str:
+    if calibration.get("note"):
+        return calibration["note"].capitalize() + "."
+    return (f"Scores are divided (as logits) by a temperature of {calibration['temperature']:.2f}, fitted on validation "
+            "and applied unchanged to test; every metric above and the operating point use the calibrated scores. "
+            "It leaves the most probable class as it was (and, with two classes, the ranking of images).")
+
+
+def _calibration_table(calibration: dict) -> tuple[list[str], list[list[str]]]:
+    test, validation = calibration["test"], calibration["validation"]
+    return (["", "before", "after"], [
+        ["test ECE", render.number(test["ece_before"]), render.number(test["ece_after"])],
+        ["test Brier score", render.number(test["brier_before"]), render.number(test["brier_after"])],
+        ["validation ECE", render.number(validation["ece_before"]), render.number(validation["ece_after"])],
+        ["validation negative log-likelihood", render.number(validation["nll_before"]),
+         render.number(validation["nll_after"])],
+    ])
+
+
+def reliability_figure(calibration: dict):
+    """Accuracy against confidence on test, before and after temperature scaling (the diagonal is perfect)."""
+    plt = render.pyplot()
+    figure, axis = plt.subplots(figsize=(4.2, 4.0))
+    axis.plot([0, 1], [0, 1], color="grey", linewidth=0.8, label="perfectly calibrated")
+    for key, style in (("before", "o--"), ("after", "s-")):
+        curve = calibration["reliability"][key]
+        axis.plot([b["confidence"] for b in curve], [b["accuracy"] for b in curve], style, markersize=4,
+                  label=f"{key} (ECE {calibration['test'][f'ece_{key}']:.3f})")
+    axis.set_xlabel("confidence of the most probable class")
+    axis.set_ylabel("accuracy")
+    axis.set_title("reliability (test)")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    return figure
 
 
 def render_run_html(report: dict) -> str:
@@ -276,6 +322,12 @@ def render_run_html(report: dict) -> str:
         sections.append(("Training curves", render.html_image(render.figure_to_data_uri(_history_figure(report["history"])),
                                                              "training curves")))
     sections.append(("Most confidently wrong test images", gallery_html(report["confidently_wrong"])))
+    if report.get("calibration"):
+        sections.append(("Calibration (temperature scaling)",
+                         render.paragraph(_calibration_text(report["calibration"]))
+                         + render.html_table(*_calibration_table(report["calibration"]))
+                         + render.html_image(render.figure_to_data_uri(reliability_figure(report["calibration"])),
+                                             "reliability diagram")))
     if report["metrics"]["notes"]:
         sections.append(("Notes", "".join(render.paragraph(note, "note") for note in report["metrics"]["notes"])))
     return render.html_page(f"{report['recipe']}: {report.get('label', report['strategy'])}", sections,
