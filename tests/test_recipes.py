@@ -281,31 +281,6 @@ def test_weight_column_reads_the_folders_labels_csv_or_warns_without_it(tmp_path
     assert f"| image weights | sure: {below} training images below 1" in (run_dir / "report.md").read_text()
 
 
-def test_test_time_views_average_the_model_over_mirrored_images():
-    from types import SimpleNamespace
-
-    import keras
-
-    from tfx_transfer.runner import _predict
-    from tfx_transfer.sources import from_arrays
-
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (70, 32, 32, 3), dtype=np.uint8)  # full batches and a partial one
-    table = from_arrays(images, np.arange(70) % 2, ["good", "defective"])
-    # Position-sensitive on purpose (a dense layer over all pixels): every mirror scores differently.
-    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255.0), keras.layers.Flatten(),
-                              keras.layers.Dense(2, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(seed=1))])
-    config = SimpleNamespace(image_size=(32, 32))
-    indices = np.arange(3, 70)  # not starting at 0: rows must follow `indices`
-    mirrors = [images, images[:, :, ::-1], images[:, ::-1], images[:, ::-1, ::-1]]
-    expected = np.mean([model.predict(view[indices], verbose=0) for view in mirrors], axis=0)
-    single = _predict(model, table, indices, config)
-    averaged = _predict(model, table, indices, config, views=4)
-    np.testing.assert_allclose(single, model.predict(images[indices], verbose=0), atol=1e-5)
-    np.testing.assert_allclose(averaged, expected, atol=1e-5)
-    assert not np.allclose(averaged, single, atol=1e-4)  # the views did change the scores
-
-
 def test_recipe_errors_survive_pickling_to_and_from_a_worker_process():
     import pickle
 

@@ -32,13 +32,15 @@ def test_an_interrupted_run_resumes_from_its_members_checkpoints_or_starts_again
     out = tmp_path / "compare"
     overrides = dict(TINY, **{"training.ensemble_size": 2, "training.fine_tune_epochs": 1,
                               "training.unfreeze_blocks": 1})
-    arguments = dict(strategies="scratch", fractions=[1.0], seeds=1, data=data, overrides=overrides, out=out, log=print)
+    # Checkpoints kept, so that a finished run can be turned back into an interrupted one below.
+    arguments = dict(strategies="scratch", fractions=[1.0], seeds=1, data=data, overrides=overrides, out=out, log=print,
+                     keep_checkpoints=True)
     first = compare("product_defects", **arguments)
     run_dir = out / "runs" / "scratch_f1_s0"
     expected = first["rows"][0]["primary"]["value"]
 
     # Killed in member 2 before its first checkpoint finished: member 1's are the run's progress.
-    for name in ("report.json", "report.md", "report.html", "run.json", "predictions.npz", "model.keras"):
+    for name in ("report.json", "report.md", "report.html", "run.json", "predictions.npz", "model.keras", "model.json"):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "training" / "member-2")
     (run_dir / "training" / "member-2" / "checkpoints" / ".epoch-0001-x").mkdir(parents=True)

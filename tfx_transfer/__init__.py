@@ -43,7 +43,7 @@ _EXPORTS = {
     "build_run_report": "report", "write_run_report": "report",
     "write_comparison_report": "comparison",
     "TrainConfig": "strategies", "plan_phases": "strategies", "train": "train",
-    "train_ensemble": "ensemble", "average_models": "ensemble",
+    "train_ensemble": "ensemble", "average_models": "ensemble", "load_run": "predict",
 }
 
 __all__ = sorted(_EXPORTS)

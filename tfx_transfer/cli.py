@@ -10,6 +10,7 @@ Commands:
     compare RECIPE          strategies x training-set fractions x seeds, with a comparison report
     report RUN_DIR ...      rebuild reports from saved predictions (no TensorFlow)
     results FOLDER ...      the results page of many runs, grouped by recipe content (no TensorFlow)
+    predict RUN_DIR INPUT   score new images with a run's model, decisions at its operating point
     demo                    every recipe on its built-in data, strategies compared (--quick: a
                             smoke run under 10 minutes on 2 CPU cores)
     showcase                classify real ImageNet images with the offline MobileNetV2 port and
@@ -186,7 +187,7 @@ def _train(args: argparse.Namespace) -> int:
                                    "data": {"source": source}})
     recipe = recipe.with_overrides(args.overrides).with_overrides(_flag_overrides(args))
     try:
-        result = run(recipe, out=folder.path, resume=bool(args.resume))
+        result = run(recipe, out=folder.path, resume=bool(args.resume), keep_checkpoints=args.keep_checkpoints)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"resume with: tfx-transfer train --resume {folder.path}") from None
     print(headline(result.report))
@@ -208,7 +209,7 @@ def _run(args: argparse.Namespace) -> int:
     from tfx_transfer.runner import as_recipe, run
 
     recipe = as_recipe(args.recipe, args.overrides, quick=args.quick).with_overrides(_flag_overrides(args))
-    result = run(recipe, data=args.data, out=args.out, resume=args.resume)
+    result = run(recipe, data=args.data, out=args.out, resume=args.resume, keep_checkpoints=args.keep_checkpoints)
     print(headline(result.report))
     print(f"Run folder: {result.run_dir}\nReport: {result.run_dir / 'report.html'}")
     return 0
@@ -222,7 +223,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     out = args.out or default_out(load_recipe(args.recipe), "-compare")
     report = compare(args.recipe, args.strategies, args.fractions, args.seeds, data=args.data,
-                     overrides=args.overrides, out=out, quick=args.quick)
+                     overrides=args.overrides, out=out, quick=args.quick, keep_checkpoints=args.keep_checkpoints)
     print(f"\n{report['verdict']['text']}\nReport: {Path(out) / 'report.html'}")
     return 0
 
@@ -246,6 +247,22 @@ def _report(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else given[0].parent
         report = write_comparison_report(out, given)
         print(f"{report['verdict']['text']}\nComparison: {out / 'report.html'}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tfx_transfer.predict import load_run
+    from tfx_transfer.run_folder import write_atomically
+
+    run = load_run(args.run_dir)
+    predictions = run.predict(args.inputs, path_column=args.path_column, calibrated=not args.raw, verbose=1)
+    write_atomically(args.out, predictions.to_csv(index=False))
+    failed = predictions[predictions["error"].fillna("") != ""]
+    scored = len(predictions) - len(failed)
+    print(f"{scored} images scored ({int(predictions['review'].fillna(False).astype(bool).sum())} flagged for review), "
+          f"{len(failed)} unreadable: {args.out}")
+    for path, reason in failed[["path", "error"]].head(5).itertuples(index=False):
+        print(f"  unreadable: {path}: {reason}")
     return 0
 
 
@@ -293,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--data", help="folder, CSV file, GTSRB/Kermany layout or tfds:<name>")
     trainer.add_argument("--out", help="run folder: model.keras, report, checkpoints")
     trainer.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run")
+    trainer.add_argument("--keep-checkpoints", action="store_true", help="keep training/ once the run has finished")
     trainer.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="change a setting, e.g. --set augmentation.overrides={rotation: 5} (repeatable)")
     _add_setting_flags(trainer)
@@ -302,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("recipe", help="a recipe file, or the name of a built-in recipe (chest_xray, ...)")
     _recipe_options(runner)
     runner.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    runner.add_argument("--keep-checkpoints", action="store_true", help="keep training/ once the run has finished")
     _add_setting_flags(runner)
     runner.set_defaults(func=_run)
 
@@ -312,12 +331,21 @@ def build_parser() -> argparse.ArgumentParser:
                           help="comma-separated; fine_tune:N unfreezes N blocks (default: %(default)s)")
     comparer.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="shares of the training split (default: %(default)s)")
     comparer.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default: %(default)s)")
+    comparer.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's training/ folder")
     comparer.set_defaults(func=_compare)
 
     reporter = commands.add_parser("report", help="rebuild reports from run folders (no TensorFlow)")
     reporter.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders or comparison folders")
     reporter.add_argument("--out", help="with several runs: where to write their comparison (default: the first's parent)")
     reporter.set_defaults(func=_report)
+
+    predictor = commands.add_parser("predict", parents=[common], help="score new images with a finished run's model")
+    predictor.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (model.keras and model.json)")
+    predictor.add_argument("inputs", nargs="+", metavar="INPUT", help="folders (searched recursively), CSV files, images")
+    predictor.add_argument("--out", default="predictions.csv", help="the CSV to write (default: %(default)s)")
+    predictor.add_argument("--path-column", default="path", help="a CSV input's column of image paths (default: %(default)s)")
+    predictor.add_argument("--raw", action="store_true", help="the model's probabilities before calibration")
+    predictor.set_defaults(func=_predict)
 
     results = commands.add_parser("results", help="the results page of run and comparison folders, grouped by "
                                   "recipe content (no TensorFlow)")

@@ -89,6 +89,33 @@ def choose_operating_point(y_true, y_score, kind: str = "argmax", positive_index
     return OperatingPoint("target_recall", threshold, positive_index, target_recall, recall)
 
 
+def threshold_band(y_true, y_score, positive_index: int, target_recall: float, resamples: int = 200,
+                   seed: int = 0) -> list[float] | None:
+    """The 95% range of the `target_recall` threshold over bootstrap resamples of validation.
+
+    A score inside it gets a different decision under a slightly different validation sample: the
+    images worth a second look. None when validation holds no positive image.
+
+    Example:
+        >>> threshold_band([0, 1, 1, 0, 1], [[.9, .1], [.2, .8], [.4, .6], [.7, .3], [.1, .9]], 1, 0.9)  # doctest: +SKIP
+        [0.6, 0.9]
+    """
+    y_true, y_score = np.asarray(y_true), np.asarray(y_score, float)
+    if not (y_true == positive_index).any():
+        return None
+    rng = np.random.default_rng(seed)
+    thresholds = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a resample without positives falls back to argmax: left out
+        for _ in range(resamples):
+            sample = rng.integers(0, len(y_true), len(y_true))
+            point = choose_operating_point(y_true[sample], y_score[sample], "target_recall", positive_index, target_recall)
+            if point.threshold is not None:
+                thresholds.append(point.threshold)
+    low, high = np.percentile(thresholds, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
 def expected_calibration_error(y_true, y_score, bins: int = 15) -> float:
     """Mean |confidence - accuracy| over equal-width confidence bins, weighted by bin size."""
     y_true, y_score = np.asarray(y_true), np.asarray(y_score, float)

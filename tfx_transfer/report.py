@@ -30,8 +30,8 @@ import numpy as np
 
 from tfx_transfer import render
 from tfx_transfer.calibration import calibrate
-from tfx_transfer.metrics import choose_operating_point, classification_metrics, multilabel_metrics
-from tfx_transfer.run_folder import RunFolder, RunFolderError  # noqa: F401  (RunFolderError: raised by load_run)
+from tfx_transfer.metrics import choose_operating_point, classification_metrics, multilabel_metrics, threshold_band
+from tfx_transfer.run_folder import MODEL_INFO_VERSION, RunFolder, RunFolderError  # noqa: F401  (RunFolderError: raised by load_run)
 
 GALLERY_SIZE = 12
 
@@ -73,6 +73,9 @@ def build_run_report(run_dir: str | os.PathLike) -> dict:
         most_confused=test["most_confused"],
         confidently_wrong=confidently_wrong(predictions, point, class_names),
         calibration=calibration,
+        # Scores in this range would be decided otherwise on a slightly different validation sample.
+        review_band=None if point.kind == "argmax" else threshold_band(
+            predictions["val_true"], val_score, point.positive_index, evaluation["target_recall"], seed=facts.get("seed", 0)),
         history=history,
     )
     return report
@@ -334,8 +337,30 @@ def render_run_html(report: dict) -> str:
                             report.get("description", ""))
 
 
+def model_info(report: dict) -> dict:
+    """What model.json holds, from a run's report (single-label runs): what `tfx_transfer.predict`
+    needs beside the model to decide as the run's own evaluation did."""
+    calibration = report.get("calibration") or {}
+    return {
+        "schema_version": MODEL_INFO_VERSION,
+        "recipe": report["recipe"],
+        "label": report.get("label", report["strategy"]),
+        "class_names": list(report["data"]["class_names"]),
+        "image_size": [report["image_size"], report["image_size"]] if isinstance(report["image_size"], int)
+        else list(report["image_size"]),
+        "input": "raw RGB pixels in [0, 255], uint8 or float, any size (resized to image_size)",
+        "temperature": calibration.get("temperature", 1.0),
+        "operating_point": report["metrics"]["operating_point"],
+        "review_band": report.get("review_band"),
+        "test_time_views": report.get("evaluation", {}).get("test_time_views", 1),
+    }
+
+
 def write_run_report(run_dir: str | os.PathLike) -> dict:
     """Builds the run's report and writes report.md, report.html and then report.json, each atomically."""
     report = build_run_report(run_dir)
-    RunFolder(run_dir).write_report(report, render_run_markdown(report), render_run_html(report))
+    folder = RunFolder(run_dir)
+    if folder.model_file.is_file() and not report.get("multi_label"):
+        folder.write_model_info(model_info(report))
+    folder.write_report(report, render_run_markdown(report), render_run_html(report))
     return report

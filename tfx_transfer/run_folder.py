@@ -11,7 +11,10 @@ renamed over the target). A run folder (schema version `SCHEMA_VERSION`):
     history.json       one record per epoch
     predictions.npz    validation and test labels and probabilities, test file paths
     model.keras        the trained model (raw RGB pixels in, probabilities out)
-    training/          checkpoints and best weights (`member-N/` per ensemble member)
+    model.json         what using it needs: class names, image size, temperature, operating point
+                       (`tfx_transfer.predict`)
+    training/          checkpoints and best weights (`member-N/` per ensemble member); removed
+                       once the run has finished, unless kept (`--keep-checkpoints`)
     report.md/.html    the report; then report.json, written last: a run is finished when it exists
 
 This module imports neither TensorFlow nor Keras (a model is saved through its own `save`).
@@ -38,6 +41,8 @@ import yaml
 
 #: Version of the layout and of run.json; readers refuse a folder written by a newer version.
 SCHEMA_VERSION = 1
+#: Version of model.json.
+MODEL_INFO_VERSION = 1
 
 #: What interrupted writes leave behind: never read, so removed when a run starts.
 STALE_PATTERNS = ("*.tmp", "*.tmp.npz", ".model.keras", ".*.weights.h5", "checkpoints/.epoch-*")
@@ -109,6 +114,7 @@ class RunFolder:
     history_file = property(lambda self: self.path / "history.json")
     predictions_file = property(lambda self: self.path / "predictions.npz")
     model_file = property(lambda self: self.path / "model.keras")
+    model_info_file = property(lambda self: self.path / "model.json")
     training_dir = property(lambda self: self.path / "training")
     report_file = property(lambda self: self.path / "report.json")
     report_markdown_file = property(lambda self: self.path / "report.md")
@@ -134,8 +140,6 @@ class RunFolder:
         Raises:
             RunFolderError: for a folder that holds another run, or a changed recipe or data on resume.
         """
-        from tfx_transfer.recipe import recipe_changes
-
         leftovers = self.leftovers()
         if leftovers and not resume:
             shown = ", ".join(leftovers[:5]) + (", ..." if len(leftovers) > 5 else "")
@@ -143,22 +147,28 @@ class RunFolder:
                 f"'{self.path}' already holds a run ({shown}); a new run there would mix its files with the old ones. "
                 "Continue it with --resume (resume=True), or choose a new --out.")
         if resume:
-            changes = recipe_changes(self.recipe_file, recipe)
-            if changes:
-                raise RunFolderError(
-                    f"Cannot resume '{self.path}': it was made with another recipe ({'; '.join(changes)}). "
-                    "Run the changed recipe into a new --out, or resume with the recipe it was made with.")
-            if self.data_file.is_file():
-                before = json.loads(self.data_file.read_text())
-                if before.get("digest") != data_digest.get("digest"):
-                    raise RunFolderError(
-                        f"Cannot resume '{self.path}': its data changed since it started (then {before.get('images')} "
-                        f"images from {before.get('source')!r}, now {data_digest.get('images')} from "
-                        f"{data_digest.get('source')!r}; the files, labels or splits differ). Run into a new --out.")
+            self.check_same(recipe, data_digest)
         self.path.mkdir(parents=True, exist_ok=True)
         remove_stale_files(self.path)
         write_atomically(self.recipe_file, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         write_json(self.data_file, data_digest)
+
+    def check_same(self, recipe, data_digest: dict) -> None:
+        """Raises a `RunFolderError` naming what changed if the run was made with another recipe or data."""
+        from tfx_transfer.recipe import recipe_changes
+
+        changes = recipe_changes(self.recipe_file, recipe)
+        if changes:
+            raise RunFolderError(
+                f"Cannot resume '{self.path}': it was made with another recipe ({'; '.join(changes)}). "
+                "Run the changed recipe into a new --out, or resume with the recipe it was made with.")
+        if self.data_file.is_file():
+            before = json.loads(self.data_file.read_text())
+            if before.get("digest") != data_digest.get("digest"):
+                raise RunFolderError(
+                    f"Cannot resume '{self.path}': its data changed since it started (then {before.get('images')} "
+                    f"images from {before.get('source')!r}, now {data_digest.get('images')} from "
+                    f"{data_digest.get('source')!r}; the files, labels or splits differ). Run into a new --out.")
 
     def read_recipe(self) -> dict:
         """The resolved recipe the run was made with, as a mapping (`Recipe.from_dict` reads it)."""
@@ -197,6 +207,10 @@ class RunFolder:
         staging = self.path / f".{self.model_file.name}"
         model.save(staging)
         os.replace(staging, self.model_file)
+
+    def write_model_info(self, info: dict) -> None:
+        """model.json: what the model needs to be used (class names, image size, temperature, operating point)."""
+        write_json(self.model_info_file, info)
 
     def write_report(self, report: dict, markdown: str, html: str) -> None:
         """Writes report.md and report.html, then report.json: the marker of a finished run."""

@@ -13,9 +13,11 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import re
+import shutil
 import time
 import warnings
 from collections import Counter
@@ -234,33 +236,12 @@ def versions() -> dict:
             "scikit-learn": sklearn.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
-def _predict(model, table: ImageTable, indices: np.ndarray, config, views: int = 1) -> np.ndarray:
-    """Scores of the images at `indices`: the mean over `views` symmetric views of each."""
-    import tensorflow as tf
-
-    from tfx_transfer.augment import symmetric_view
-    from tfx_transfer.data import make_dataset
-
-    if len(indices) == 0:
-        return np.zeros((0, table.num_classes), "float32")
-    # All views of a batch go through the model in one call, so a batch holds 64 // views images:
-    # with 64 images x 4 views of 300 px per call, a two-model ensemble's run peaked at 8.0 GB instead of 3.6.
-    dataset = make_dataset(table, indices, config.image_size, max(1, 64 // views))
-    if views == 1:
-        return model.predict(dataset, verbose=0)
-    scores = []
-    for images, _labels in dataset:
-        # One batch holds every view of these images: [view 0 of all, view 1 of all, ...].
-        stacked = tf.concat([symmetric_view(images, view) for view in range(views)], axis=0)
-        viewed = np.asarray(model.predict_on_batch(stacked))
-        scores.append(viewed.reshape(views, len(images), -1).mean(axis=0))
-    return np.concatenate(scores).astype("float32")
-
-
 def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike, fraction: float = 1.0,
-                 seed: int | None = None, verbose: int = 1, resume: bool = False, save_model: bool = True) -> RunResult:
+                 seed: int | None = None, verbose: int = 1, resume: bool = False,
+                 keep_checkpoints: bool = False) -> RunResult:
     """Trains and evaluates one configuration on data already prepared; see `run`."""
     from tfx_transfer.ensemble import train_ensemble
+    from tfx_transfer.predict import score_images
     from tfx_transfer.report import write_run_report
 
     started = time.perf_counter()
@@ -270,7 +251,11 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
         recipe = recipe.with_overrides({"training.seed": seed})
     table, splits = prepared.table, prepared.splits
     train_indices = nested_subset(table, splits.train, fraction, seed=recipe.training.seed)
-    folder.start(recipe, data_digest(prepared, train_indices), resume=resume)
+    digest = data_digest(prepared, train_indices)
+    if resume and folder.is_finished and folder.model_file.is_file():
+        folder.check_same(recipe, digest)
+        return RunResult(out, json.loads(folder.report_file.read_text()))  # finished before: nothing to continue
+    folder.start(recipe, digest, resume=resume)
     config = train_config(recipe, table.class_names)
     # --resume continues from the newest complete checkpoint (an ensemble member's too); a run
     # stopped before its first checkpoint starts again from the beginning.
@@ -282,15 +267,14 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
         raise KeyboardInterrupt(f"resume with: tfx-transfer run {recipe.path or recipe.name}{data} --out {out} --resume")
     predict_started = time.perf_counter()
     views = recipe.evaluation.test_time_views
-    val_score = _predict(result.model, table, splits.val, config, views)
-    test_score = _predict(result.model, table, splits.test, config, views)
+    val_score = score_images(result.model, table, splits.val, config.image_size, views)
+    test_score = score_images(result.model, table, splits.test, config.image_size, views)
     predict_seconds = time.perf_counter() - predict_started
     paths = table.paths[splits.test].astype(str) if table.paths is not None else np.array([], dtype=str)
     folder.write_predictions(val_true=table.labels[splits.val], val_score=val_score,
                              test_true=table.labels[splits.test], test_score=test_score, test_paths=paths)
     folder.write_history(result.history)
-    if save_model:
-        folder.save_model(result.model)
+    folder.save_model(result.model)
     best = [phase.best_epoch for phase in result.phases if phase.best_epoch is not None]
     skipped = [list(item) for item in table.skipped]
     facts = {
@@ -339,6 +323,8 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
     }
     folder.write_facts(facts)
     report = write_run_report(out)
+    if not keep_checkpoints:  # the model is kept; checkpoints only serve an unfinished run
+        shutil.rmtree(folder.training_dir, ignore_errors=True)
     return RunResult(out, report)
 
 
@@ -357,7 +343,8 @@ def default_out(recipe: Recipe, suffix: str = "") -> Path:
 
 
 def run(recipe, data: str | os.PathLike | None = None, strategy: str | None = None, overrides=None,
-        out: str | os.PathLike | None = None, quick: bool = False, resume: bool = False, verbose: int = 1) -> RunResult:
+        out: str | os.PathLike | None = None, quick: bool = False, resume: bool = False, verbose: int = 1,
+        keep_checkpoints: bool = False) -> RunResult:
     """Runs a recipe: trains, evaluates on the test split and writes a run folder with its report.
 
     Args:
@@ -367,8 +354,9 @@ def run(recipe, data: str | os.PathLike | None = None, strategy: str | None = No
         overrides: `["section.field=value", ...]` or a dict, as `--set` on the command line.
         out: The run folder (default `runs/<recipe>-<time>`).
         quick: Apply the recipe's `quick` overrides (a smoke run).
-        resume: Continue an interrupted run in `out`.
+        resume: Continue an interrupted run in `out` (a finished one is returned as it is).
         verbose: Keras progress bars (1) or silence (0).
+        keep_checkpoints: Keep `training/` (checkpoints, best weights) once the run has finished.
 
     Example:
         >>> result = run("chest_xray", overrides=["training.epochs=2"], out="runs/cxr")  # doctest: +SKIP
@@ -378,4 +366,4 @@ def run(recipe, data: str | os.PathLike | None = None, strategy: str | None = No
     recipe = as_recipe(recipe, overrides, strategy, quick)
     out = Path(out) if out is not None else default_out(recipe)
     prepared = prepare_data(recipe, data, scan_cache=out / "scan.json")
-    return run_prepared(recipe, prepared, out, verbose=verbose, resume=resume)
+    return run_prepared(recipe, prepared, out, verbose=verbose, resume=resume, keep_checkpoints=keep_checkpoints)

@@ -50,7 +50,8 @@ def parse_fractions(text) -> list[float]:
 
 def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions=(1.0,), seeds: int = 1,
             data: str | os.PathLike | None = None, overrides=None, out: str | os.PathLike | None = None,
-            quick: bool = False, verbose: int = 0, log=print, largest_only=(), stale: str = "refuse") -> dict:
+            quick: bool = False, verbose: int = 0, log=print, largest_only=(), stale: str = "refuse",
+            keep_checkpoints: bool = False) -> dict:
     """Runs every strategy at every training-set fraction and seed, then writes the comparison report.
 
     The splits are the same for every run; for one seed, the subsets are nested and stratified and
@@ -68,6 +69,7 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
         stale: A run already in `out` that was made with another recipe: `"refuse"` (an error
             naming the changed fields) or `"set_aside"` (moved to `out/stale/` and trained again;
             the demo does this, so a new version's recipes never stop it).
+        keep_checkpoints: Keep each finished run's `training/` folder (its model is always kept).
 
     Returns:
         The comparison report (also written as report.json/.md/.html in `out`).
@@ -117,7 +119,7 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
                 # A folder without report.json was interrupted: continue it (from its checkpoint,
                 # an ensemble member's included, or from the start when it has none).
                 result = run_prepared(configured, prepared, run_dir, fraction, verbose=verbose, resume=run_dir.exists(),
-                                      save_model=False)
+                                      keep_checkpoints=keep_checkpoints)
                 primary = result.report["metrics"]["primary"]
                 log(f"[{len(run_dirs)}/{total}] {run_dir.name}: {primary['name']} "
                     f"{_format(primary['value'])}, {result.report['timing']['total_seconds']:.0f} s")

@@ -1,0 +1,152 @@
+"""Using a trained model: a run folder's model scores new images as the run's own evaluation did."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from tfx_transfer.calibration import apply_temperature
+from tfx_transfer.cli import main
+from tfx_transfer.metrics import OperatingPoint
+from tfx_transfer.predict import collect_inputs, load_run, score_images
+from tfx_transfer.run_folder import RunFolderError
+from tfx_transfer.runner import run
+
+TINY = ["model.backbone=tiny_test", "model.weights=none", "model.image_size=32", "training.epochs=2",
+        "training.strategy=feature_extraction", "training.batch_size=8", "evaluation.bootstrap=20",
+        "data.weight_column=null", "data.positive_class=scratched", "evaluation.test_time_views=1"]
+
+
+def _parts(root, count=12):
+    rng = np.random.default_rng(0)
+    for name, level in (("ok", 70), ("scratched", 170)):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = np.clip(level + rng.normal(0, 25, (36, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"part{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    data = _parts(root / "line7")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run("product_defects", data=data, overrides=TINY, out=root / "run", verbose=0)
+    return result.run_dir
+
+
+def test_a_finished_run_keeps_its_model_and_what_using_it_needs_but_not_its_checkpoints(finished_run):
+    info = json.loads((finished_run / "model.json").read_text())
+    report = json.loads((finished_run / "report.json").read_text())
+    assert info["class_names"] == ["ok", "scratched"] and info["image_size"] == [32, 32]
+    assert info["temperature"] == report["calibration"]["temperature"]
+    assert info["operating_point"] == report["metrics"]["operating_point"]
+    assert info["operating_point"]["kind"] == "target_recall"
+    assert info["review_band"] is None or info["review_band"][0] <= info["review_band"][1]
+    assert not (finished_run / "training").exists()
+
+
+def test_predict_on_the_test_files_reproduces_the_runs_scores_and_decisions(finished_run):
+    saved = np.load(finished_run / "predictions.npz")
+    loaded = load_run(finished_run)
+    raw = loaded.predict(list(saved["test_paths"]), calibrated=False)
+    calibrated = loaded.predict(list(saved["test_paths"]))
+    assert list(raw["path"]) == list(saved["test_paths"])
+    columns = ["probability_ok", "probability_scratched"]
+    np.testing.assert_allclose(raw[columns].to_numpy(), saved["test_score"], atol=1e-5)
+    point = OperatingPoint(**loaded.info["operating_point"])
+    expected = apply_temperature(saved["test_score"], loaded.info["temperature"], point.positive_index)
+    np.testing.assert_allclose(calibrated[columns].to_numpy(), expected, atol=1e-5)
+    decisions = [loaded.class_names[i] for i in point.predict(expected)]
+    assert list(calibrated["decision"]) == decisions
+    report = json.loads((finished_run / "report.json").read_text())
+    positives = saved["test_true"] == point.positive_index
+    recall = np.mean(np.array(decisions)[positives] == "scratched")
+    assert recall == pytest.approx(report["metrics"]["sensitivity"])
+
+
+def test_unreadable_files_are_listed_with_their_reason_and_the_rest_scored(finished_run, tmp_path):
+    incoming = _parts(tmp_path / "incoming", count=2)
+    (incoming / "ok" / "truncated.png").write_bytes((incoming / "ok" / "part00.png").read_bytes()[:60])
+    (incoming / "nested").mkdir()
+    (incoming / "nested" / "notes.jpg").write_text("not an image")
+    predictions = load_run(finished_run).predict(incoming)
+    failed = predictions[predictions["error"] != ""]
+    assert sorted(p.rsplit("/", 1)[1] for p in failed["path"]) == ["notes.jpg", "truncated.png"]
+    assert failed["decision"].isna().all() and (failed["error"].str.len() > 0).all()
+    scored = predictions[predictions["error"] == ""]
+    assert len(scored) == 4 and scored["decision"].isin(["ok", "scratched"]).all()
+    np.testing.assert_allclose(scored[["probability_ok", "probability_scratched"]].sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_inputs_are_folders_csv_files_or_images_and_bad_ones_are_explained(tmp_path):
+    folder = _parts(tmp_path / "a", count=1)
+    pd.DataFrame({"file": ["ok/part00.png", "scratched/part00.png"]}).to_csv(folder / "list.csv", index=False)
+    assert collect_inputs([folder / "list.csv"], "file") == [str(folder / "ok" / "part00.png"), str(folder / "scratched" / "part00.png")]
+    assert collect_inputs(folder / "ok" / "part00.png") == [str(folder / "ok" / "part00.png")]
+    assert len(collect_inputs(folder)) == 2
+    with pytest.raises(FileNotFoundError, match=r"Input not found: '.*nowhere'\. Expected a folder of images, a CSV file"):
+        collect_inputs(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match=r"CSV '.*list.csv' has no column 'path'\. Found columns: \['file'\]\. .*--path-column"):
+        collect_inputs(folder / "list.csv")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"'.*empty' holds no image file"):
+        collect_inputs(tmp_path / "empty")
+
+
+def test_a_folder_without_a_model_is_explained(tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(RunFolderError, match=r"'.*run' has no trained model to use: model.keras, model.json missing"):
+        load_run(tmp_path / "run")
+
+
+def test_the_predict_command_writes_a_csv_and_counts_what_it_could_not_read(finished_run, tmp_path, capsys):
+    incoming = _parts(tmp_path / "incoming", count=1)
+    (incoming / "ok" / "empty.png").write_bytes(b"")
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(finished_run), str(incoming), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 images scored" in printed and "1 unreadable" in printed and "empty.png" in printed
+    written = pd.read_csv(out)
+    assert list(written.columns) == ["path", "probability_ok", "probability_scratched", "decision", "review", "error"]
+    assert len(written) == 3
+    assert main(["predict", str(tmp_path), str(incoming)]) == 2
+    assert "has no trained model to use" in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_returns_it_without_training_again(finished_run):
+    stamp = (finished_run / "model.keras").stat().st_mtime_ns
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = run("product_defects", data=finished_run.parent / "line7", overrides=TINY, out=finished_run,
+                    resume=True, verbose=0)
+    assert (finished_run / "model.keras").stat().st_mtime_ns == stamp
+    assert again.report["metrics"] == json.loads((finished_run / "report.json").read_text())["metrics"]
+
+
+def test_test_time_views_average_the_model_over_mirrored_images():
+    import keras
+
+    from tfx_transfer.sources import from_arrays
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (70, 32, 32, 3), dtype=np.uint8)  # full batches and a partial one
+    table = from_arrays(images, np.arange(70) % 2, ["good", "defective"])
+    # Position-sensitive on purpose (a dense layer over all pixels): every mirror scores differently.
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255.0), keras.layers.Flatten(),
+                              keras.layers.Dense(2, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(seed=1))])
+    indices = np.arange(3, 70)  # not starting at 0: rows must follow `indices`
+    mirrors = [images, images[:, :, ::-1], images[:, ::-1], images[:, ::-1, ::-1]]
+    expected = np.mean([model.predict(view[indices], verbose=0) for view in mirrors], axis=0)
+    single = score_images(model, table, indices, (32, 32))
+    averaged = score_images(model, table, indices, (32, 32), views=4)
+    np.testing.assert_allclose(single, model.predict(images[indices], verbose=0), atol=1e-5)
+    np.testing.assert_allclose(averaged, expected, atol=1e-5)
+    assert not np.allclose(averaged, single, atol=1e-4)  # the views did change the scores
