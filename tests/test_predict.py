@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -119,6 +121,20 @@ def test_the_predict_command_writes_a_csv_and_counts_what_it_could_not_read(fini
     assert len(written) == 3
     assert main(["predict", str(tmp_path), str(incoming)]) == 2
     assert "has no trained model to use" in capsys.readouterr().err
+
+
+def test_a_grayscale_model_loads_in_safe_mode_and_scores(tmp_path):
+    data = _parts(tmp_path / "line7", count=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run("product_defects", data=data, overrides=TINY + ["model.grayscale=true"], out=tmp_path / "run", verbose=0)
+    # A fresh process, as a user's: load_run itself must make the toolkit's layers known to Keras.
+    code = ("import sys; from tfx_transfer.predict import load_run; loaded = load_run(sys.argv[1]); "
+            "loaded.model.get_layer('grayscale'); print(len(loaded.predict(sys.argv[2])))")
+    completed = subprocess.run([sys.executable, "-c", code, str(result.run_dir), str(data / "ok")],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip().splitlines()[-1] == "8"
 
 
 def test_resuming_a_finished_run_returns_it_without_training_again(finished_run):

@@ -189,7 +189,7 @@ def load_run(run_dir: str | os.PathLike) -> LoadedRun:
     """
     import keras
 
-    import tfx_transfer.layers  # noqa: F401  (registers ImagePreprocessing for loading)
+    import tfx_transfer.model  # noqa: F401  (registers the toolkit's layers: ImagePreprocessing, Grayscale)
 
     folder = RunFolder(run_dir)
     missing = [path.name for path in (folder.model_file, folder.model_info_file) if not path.is_file()]
