@@ -113,15 +113,14 @@ class LoadedRun:
         rows = []
         if readable:
             table = ImageTable(labels=np.zeros(len(readable), int), class_names=self.class_names,
-                               paths=np.array(readable, dtype=object), source="predict")
-            table = _with_scan(table, scan)
+                               paths=np.array(readable, dtype=object), source="predict",
+                               decoders=scan.decoders[scan.ok], image_sizes=scan.sizes[scan.ok])
             scores = score_images(self.model, table, np.arange(len(table)), tuple(self.info["image_size"]),
                                   int(self.info.get("test_time_views", 1)), verbose)
             point = self.operating_point
             probabilities = apply_temperature(scores, float(self.info.get("temperature", 1.0)),
                                               point.positive_index if point.positive_index is not None else 1)
-            raw = np.asarray(scores, float)
-            shown = probabilities if calibrated else raw
+            shown = probabilities if calibrated else np.asarray(scores, float)
             decisions = point.predict(probabilities)
             review = self._review(probabilities, point)
             for index, path in enumerate(table.paths):
@@ -141,12 +140,6 @@ class LoadedRun:
             return (positive >= band[0]) & (positive <= band[1])
         top_two = np.sort(probabilities, axis=1)[:, -2:]
         return (top_two[:, 1] - top_two[:, 0]) < ARGMAX_REVIEW_MARGIN
-
-
-def _with_scan(table: ImageTable, scan) -> ImageTable:
-    from dataclasses import replace
-
-    return replace(table, decoders=scan.decoders[scan.ok], image_sizes=scan.sizes[scan.ok])
 
 
 def collect_inputs(inputs, path_column: str = "path") -> list[str]:

@@ -30,6 +30,7 @@ from tfx_transfer.checkpoint import has_checkpoint
 from tfx_transfer.embedded import resolve_source
 from tfx_transfer.recipe import Recipe, RecipeError, load_recipe
 from tfx_transfer.run_folder import RunFolder
+from tfx_transfer.settings import NOT_TRAINING_CONFIG
 from tfx_transfer.sources import ImageTable
 from tfx_transfer.splits import Splits, nested_subset, split_table
 
@@ -198,7 +199,8 @@ def train_config(recipe: Recipe, class_names: list[str]):
     augmentation = recipe.augmentation
     policy = make_policy(augmentation.policy, _flip_map(augmentation.overrides, class_names), augmentation.force)
     weights = None if recipe.model.weights == "none" else recipe.model.weights
-    training = {name: value for name, value in asdict(recipe.training).items() if name != "ensemble_size"}
+    training = {name: value for name, value in asdict(recipe.training).items()
+                if name not in NOT_TRAINING_CONFIG["training"]}
     return TrainConfig(
         **training, backbone=recipe.model.backbone, weights=weights,
         image_size=(recipe.model.image_size, recipe.model.image_size), dropout=recipe.model.dropout,

@@ -16,24 +16,20 @@ Example:
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from tfx_transfer.backbones import get_backbone_spec
 from tfx_transfer.policies import AugmentPolicy
-from tfx_transfer.settings import STRATEGIES, SettingError, setting  # noqa: F401  (STRATEGIES: re-exported)
+from tfx_transfer.settings import SECTIONS, STRATEGIES, SettingError, setting  # noqa: F401  (STRATEGIES: re-exported)
 
 
 def _default(section: str, name: str):
     return setting(section, name).default
 
 
-#: TrainConfig fields checked by their recipe setting's declaration (type, choices, range).
-_DECLARED = {"strategy": "training", "backbone": "model", "batch_size": "training", "epochs": "training",
-             "fine_tune_epochs": "training", "learning_rate": "training", "fine_tune_learning_rate": "training",
-             "unfreeze_blocks": "training", "unfreeze_from": "training", "gradual_every": "training",
-             "dropout": "model", "warmup_epochs": "training", "patience": "training", "monitor": "training",
-             "seed": "training", "augmented_views": "training", "oversample": "training",
-             "layer_decay": "training", "grayscale": "model", "pooling": "model"}
+#: TrainConfig fields that share a recipe setting's name but not its values: weights (None for
+#: none), image_size (height and width) and class_weight (a mapping too) are checked where used.
+_OWN_VALUES = ("weights", "image_size", "class_weight")
 
 
 @dataclass(frozen=True)
@@ -106,7 +102,7 @@ class TrainConfig:
     pooling: str = _default("model", "pooling")
 
     def __post_init__(self):
-        for name, section in _DECLARED.items():
+        for name, section in _declared().items():
             try:
                 checked = setting(section, name).check(getattr(self, name))
             except SettingError as error:
@@ -123,6 +119,12 @@ class TrainConfig:
                 "by the head's rate. A 10-100x lower rate is the usual choice.",
                 stacklevel=3,
             )
+
+
+def _declared() -> dict[str, str]:
+    """`{field: section}` of the TrainConfig fields checked by their recipe setting's declaration."""
+    names = {f.name for f in fields(TrainConfig)} - set(_OWN_VALUES)
+    return {item.name: section for section in ("model", "training") for item in SECTIONS[section] if item.name in names}
 
 
 @dataclass(frozen=True)
