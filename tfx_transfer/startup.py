@@ -4,8 +4,9 @@ On import, TensorFlow's C++ runtime writes absl log lines straight to the proces
 `TF_CPP_MIN_LOG_LEVEL` is read: oneDNN notices, "Could not find cuda drivers", and on a machine
 without a GPU `E0000 ... failed call to cuInit: CUDA error`, which reads as a failure to a CPU user.
 `start_tensorflow` imports TensorFlow and lists the devices with stderr's file descriptor pointed at
-a temporary file; what was written there is shown only if the import fails, or with `--verbose`
-(`TFX_TRANSFER_VERBOSE=1`, which spawned worker processes inherit).
+a temporary file; what was written there is shown only if the import fails. Later lines (tf.data's
+"NodeDef mentions attribute ...") are silenced by `TF_CPP_MIN_LOG_LEVEL=3`. `--verbose`
+(`TFX_TRANSFER_VERBOSE=1`, which spawned worker processes inherit) shows all of it.
 
 This module imports TensorFlow only inside `start_tensorflow`.
 
@@ -33,7 +34,10 @@ def start_tensorflow() -> None:
         import tensorflow  # noqa: F401
 
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Level 3 also silences TensorFlow's errors that are not ours to fix ("NodeDef mentions
+    # attribute use_unbounded_threadpool ..." on every tf.data map); level 2, which the Makefile
+    # exports for the tests, lets them through. --verbose leaves the level as the user set it.
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
