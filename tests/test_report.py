@@ -169,12 +169,12 @@ def test_the_report_calibrates_on_validation_and_keeps_every_decision(tmp_path):
     raw_decisions = raw_point.predict(sharpened["test_score"])
     assert report["metrics"]["sensitivity"] == pytest.approx((raw_decisions[sharpened["test_true"] == 1] == 1).mean())
     assert report["metrics"]["specificity"] == pytest.approx((raw_decisions[sharpened["test_true"] == 0] == 0).mean())
-    assert report["metrics"]["roc_auc"] == pytest.approx(report_without_calibration_roc_auc(sharpened))
+    assert report["metrics"]["roc_auc"] == pytest.approx(_roc_auc_of_raw_scores(sharpened))
     assert "## Calibration (temperature scaling)" in (run / "report.md").read_text()
     assert 'alt="reliability diagram"' in (run / "report.html").read_text()
 
 
-def report_without_calibration_roc_auc(predictions):
+def _roc_auc_of_raw_scores(predictions):
     import sklearn.metrics as skm
 
     return skm.roc_auc_score(predictions["test_true"], predictions["test_score"][:, 1])

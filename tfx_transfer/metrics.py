@@ -97,7 +97,7 @@ def threshold_band(y_true, y_score, positive_index: int, target_recall: float, r
     images worth a second look. None when validation holds no positive image.
 
     Example:
-        >>> threshold_band([0, 1, 1, 0, 1], [[.9, .1], [.2, .8], [.4, .6], [.7, .3], [.1, .9]], 1, 0.9)  # doctest: +SKIP
+        >>> threshold_band([0, 1, 1, 0, 1], [[.9, .1], [.2, .8], [.4, .6], [.7, .3], [.1, .9]], 1, 0.9)
         [0.6, 0.9]
     """
     y_true, y_score = np.asarray(y_true), np.asarray(y_score, float)

@@ -33,6 +33,7 @@ import yaml
 
 from tfx_transfer.settings import SECTIONS as SECTIONS_SETTINGS
 from tfx_transfer.settings import SettingError, closest, setting
+from tfx_transfer.settings import defaults as setting_defaults
 
 WEIGHTS_CHOICES = ("imagenet", "none")
 
@@ -276,8 +277,7 @@ def recipe_changes(written: str | os.PathLike, recipe: Recipe) -> list[str]:
     now = _fields(yaml.safe_load(yaml.safe_dump(recipe.to_dict(), sort_keys=False)))
     # A field added in a later version did not exist when the run was made: the run had its
     # default (new fields keep the old behaviour as their default), so it is not a change.
-    defaults = _fields(yaml.safe_load(yaml.safe_dump(
-        {section: dataclasses.asdict(section_class()) for section, section_class in SECTIONS.items()})))
+    defaults = _fields(yaml.safe_load(yaml.safe_dump({section: setting_defaults(section) for section in SECTIONS})))
     before = {**{key: value for key, value in defaults.items() if key not in before}, **before}
     ignored = ("quick", "description") + (FINE_TUNING_FIELDS if recipe.training.strategy in ("scratch", "feature_extraction") else ())
     return [f"{key}: {before.get(key)!r} there, {now.get(key)!r} now" for key in sorted(set(before) | set(now))

@@ -346,8 +346,7 @@ def model_info(report: dict) -> dict:
         "recipe": report["recipe"],
         "label": report.get("label", report["strategy"]),
         "class_names": list(report["data"]["class_names"]),
-        "image_size": [report["image_size"], report["image_size"]] if isinstance(report["image_size"], int)
-        else list(report["image_size"]),
+        "image_size": [report["image_size"], report["image_size"]],  # run.json holds the square's side
         "input": "raw RGB pixels in [0, 255], uint8 or float, any size (resized to image_size)",
         "temperature": calibration.get("temperature", 1.0),
         "operating_point": report["metrics"]["operating_point"],

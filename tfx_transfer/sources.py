@@ -277,11 +277,10 @@ def _blank(column) -> np.ndarray:
 
 def _row_names(frame, mask: np.ndarray, source: str, shown: int = 5) -> str:
     """The rows at `mask`, as file lines for a CSV (header on line 1) or as DataFrame index labels."""
-    index = list(frame.index[mask])
     if source.startswith("csv "):
         names = [f"line {position + 2}" for position in np.flatnonzero(mask)]
     else:
-        names = [f"index {label!r}" for label in index]
+        names = [f"index {label!r}" for label in frame.index[mask]]
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
