@@ -79,3 +79,11 @@ def test_two_class_scores_keep_the_positive_columns_exact_order(positive_index):
     calibrated = apply_temperature(scores, 20.0, positive_index)
     np.testing.assert_array_equal(np.argsort(calibrated[:, positive_index], kind="stable"),
                                   np.argsort(scores[:, positive_index].astype(float), kind="stable"))
+
+
+def test_a_validation_split_without_a_single_error_is_not_calibrated():
+    # Every image right: the likelihood would keep improving as T -> 0, a fit on no evidence.
+    record, val_calibrated, test_calibrated = calibrate([0, 1, 1, 0], [[.7, .3], [.4, .6], [.2, .8], [.9, .1]],
+                                                        [0, 1], [[.6, .4], [.45, .55]], 1)
+    assert record["temperature"] == 1.0 and "every validation image is classified correctly" in record["note"]
+    np.testing.assert_allclose(test_calibrated, [[.6, .4], [.45, .55]])

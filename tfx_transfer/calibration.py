@@ -118,6 +118,11 @@ def calibrate(val_true, val_score, test_true, test_score, positive_index: int | 
     positive = 1 if positive_index is None else positive_index
     if len(np.unique(val_true)) < 2:
         temperature, note = 1.0, "not calibrated: the validation split holds fewer than two classes"
+    elif (val_score.argmax(axis=1) == val_true).all():
+        # The likelihood then improves without limit as T goes to 0 (a step function): the fit
+        # would stop at the range's edge and make every score 0 or 1, on no evidence.
+        temperature, note = 1.0, ("not calibrated: every validation image is classified correctly, so validation "
+                                  "gives no evidence of over- or under-confidence")
     else:
         temperature = fit_temperature(val_true, val_score, positive)
     val_calibrated = apply_temperature(val_score, temperature, positive)
