@@ -166,3 +166,24 @@ def test_test_time_views_average_the_model_over_mirrored_images():
     np.testing.assert_allclose(single, model.predict(images[indices], verbose=0), atol=1e-5)
     np.testing.assert_allclose(averaged, expected, atol=1e-5)
     assert not np.allclose(averaged, single, atol=1e-4)  # the views did change the scores
+
+
+def test_a_csv_with_crop_boxes_is_scored_on_the_crops_as_training_did(finished_run, tmp_path):
+    # GTSRB's annotation files: semicolon-separated, a Filename column, Roi.X1..Y2 (inclusive) per image.
+    rng = np.random.default_rng(3)
+    rows, crops = [], []
+    for i in range(4):
+        pixels = rng.integers(0, 255, (36, 40, 3)).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"sign{i}.png")
+        x1, y1, x2, y2 = 3 + i, 2, 26 + i, 30
+        rows.append(f"sign{i}.png;{x1};{y1};{x2};{y2}")
+        Image.fromarray(pixels[y1:y2 + 1, x1:x2 + 1]).save(tmp_path / f"crop{i}.png")
+        crops.append(str(tmp_path / f"crop{i}.png"))
+    (tmp_path / "GT-final_test.csv").write_text("Filename;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2\n" + "\n".join(rows) + "\n")
+    # One image without a box beside them keeps its whole picture.
+    loaded = load_run(finished_run)
+    boxed = loaded.predict([tmp_path / "GT-final_test.csv", tmp_path / "sign0.png"], path_column="Filename")
+    expected = loaded.predict(crops + [str(tmp_path / "sign0.png")])
+    columns = ["probability_ok", "probability_scratched"]
+    np.testing.assert_allclose(boxed[columns].to_numpy(), expected[columns].to_numpy(), atol=1e-6)
+    assert not np.allclose(boxed[columns].to_numpy()[0], boxed[columns].to_numpy()[-1])

@@ -127,3 +127,17 @@ def write_dicom(path: Path, pixels: np.ndarray, window=None, photometric="MONOCH
     dataset.PixelData = pixels.astype("<u2").tobytes()
     pydicom.dcmwrite(str(path), dataset, enforce_file_format=True)
     return path
+
+
+def write_overlapping_parts(root: Path, count: int = 40, shift: float = 0) -> Path:
+    """`root/{ok,scratched}/partNN.png`, 36x40: scratched parts are brighter on average, but the
+    brightness of the two classes overlaps, so a model trained on them is neither perfect nor
+    useless and its scores are not saturated. `shift` brightens every part (another site's light)."""
+    rng = np.random.default_rng(1 + int(shift))
+    for name, level in (("ok", 110), ("scratched", 150)):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            mean = level + shift + rng.normal(0, 18)
+            pixels = np.clip(mean + rng.normal(0, 25, (36, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"part{i:02d}.png")
+    return root

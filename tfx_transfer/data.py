@@ -130,7 +130,10 @@ def _decoder_fn(decoders: set[str], with_rois: bool, image_size, all_at_size: bo
 
     def native(path, roi):
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return image[roi[1] : roi[3] + 1, roi[0] : roi[2] + 1] if with_rois else image
+        if not with_rois:
+            return image
+        # A box of -1s (an image without one, beside images with boxes) keeps the whole image, as Pillow's path does.
+        return tf.cond(roi[0] >= 0, lambda: image[roi[1] : roi[3] + 1, roi[0] : roi[2] + 1], lambda: image)
 
     def pillow(path, roi):
         image = tf.numpy_function(_decode_with_pillow, [path, roi], tf.uint8, stateful=False)
@@ -145,12 +148,12 @@ def _decoder_fn(decoders: set[str], with_rois: bool, image_size, all_at_size: bo
             image = tf.cond(tf.equal(decoder, NATIVE_DECODER), lambda: native(path, roi), lambda: pillow(path, roi))
         if all_at_size:  # known from the scan: no resize op at all
             return tf.ensure_shape(image, (*image_size, 3)), label, weight
-        return _resize(image, image_size), label, weight
+        return resize_image(image, image_size), label, weight
 
     return decode
 
 
-def _resize(image, image_size):
+def resize_image(image, image_size):
     """Resizes to `image_size` as uint8; images already that size pass through untouched (an
     antialiased resize costs about 3x the PNG decode itself)."""
 
@@ -257,7 +260,7 @@ def _decoded(table: ImageTable, indices: np.ndarray, image_size, class_weight, c
         if arrays.shape[-1] == 1:
             arrays = np.repeat(arrays, 3, axis=-1)
         dataset = tf.data.Dataset.from_tensor_slices((arrays, *labels_and_weights)).map(
-            lambda image, label, weight: (_resize(image, image_size), label, weight),
+            lambda image, label, weight: (resize_image(image, image_size), label, weight),
             num_parallel_calls=AUTOTUNE,
         )
     else:

@@ -82,16 +82,42 @@ class LoadedRun:
     def operating_point(self) -> OperatingPoint:
         return OperatingPoint(**self.info["operating_point"])
 
-    def predict(self, inputs, path_column: str = "path", calibrated: bool = True, verbose: int = 0):
+    @property
+    def sites(self) -> list[str]:
+        """The sites `tfx-transfer recalibrate` chose an operating point for."""
+        return sorted(self.info.get("site_operating_points", {}))
+
+    def decision_rule(self, site: str | None = None) -> tuple[OperatingPoint, list[float] | None]:
+        """`(operating point, review band)` of the run (`site=None`) or of a recalibrated site.
+
+        Raises:
+            ValueError: for a site that was never recalibrated.
+        """
+        if site is None:
+            return self.operating_point, self.info.get("review_band")
+        from tfx_transfer.recalibrate import site_point
+
+        records = self.info.get("site_operating_points", {})
+        if site not in records:
+            raise ValueError(f"'{self.run_dir}' has no operating point for site {site!r}. Sites: "
+                             f"{', '.join(sorted(records)) or 'none'}; add one with: tfx-transfer recalibrate "
+                             f"{self.run_dir} --data SAMPLE --site {site}")
+        return site_point(records[site]), records[site].get("threshold_interval")
+
+    def predict(self, inputs, path_column: str = "path", calibrated: bool = True, verbose: int = 0,
+                site: str | None = None):
         """Scores and decisions for new images.
 
         Args:
             inputs: A folder (searched recursively), a CSV file with a `path_column` (paths relative
-                to the CSV's folder), an image file, or a list of any of them.
+                to the CSV's folder; with `ROI_COLUMNS`, such as GTSRB's annotation files, each image is
+                cropped to its box as training did), an image file, or a list of any of them.
             path_column: The CSV's column of image paths.
             calibrated: Probabilities after the run's temperature (what its decisions use); False
                 gives the model's raw outputs.
             verbose: Print a progress bar.
+            site: Decide at the operating point `tfx-transfer recalibrate` chose for this site
+                instead of the run's own.
 
         Returns:
             A pandas DataFrame, one row per file: `path`, one probability column per class
@@ -107,22 +133,23 @@ class LoadedRun:
 
         from tfx_transfer.images import scan_images
 
-        paths = collect_inputs(inputs, path_column)
+        point, band = self.decision_rule(site)
+        paths, rois = collect_images(inputs, path_column)
         scan = scan_images(paths)
         readable = [path for path, ok in zip(paths, scan.ok) if ok]
         rows = []
         if readable:
             table = ImageTable(labels=np.zeros(len(readable), int), class_names=self.class_names,
                                paths=np.array(readable, dtype=object), source="predict",
-                               decoders=scan.decoders[scan.ok], image_sizes=scan.sizes[scan.ok])
+                               decoders=scan.decoders[scan.ok], image_sizes=scan.sizes[scan.ok],
+                               rois=None if rois is None else rois[scan.ok])
             scores = score_images(self.model, table, np.arange(len(table)), tuple(self.info["image_size"]),
                                   int(self.info.get("test_time_views", 1)), verbose)
-            point = self.operating_point
             probabilities = apply_temperature(scores, float(self.info.get("temperature", 1.0)),
                                               point.positive_index if point.positive_index is not None else 1)
             shown = probabilities if calibrated else np.asarray(scores, float)
             decisions = point.predict(probabilities)
-            review = self._review(probabilities, point)
+            review = self._review(probabilities, point, band)
             for index, path in enumerate(table.paths):
                 row = {"path": str(path)}
                 row.update({f"probability_{name}": float(shown[index, k]) for k, name in enumerate(self.class_names)})
@@ -133,8 +160,8 @@ class LoadedRun:
         columns = ["path", *(f"probability_{name}" for name in self.class_names), "decision", "review", "error"]
         return pd.DataFrame(rows, columns=columns)
 
-    def _review(self, probabilities: np.ndarray, point: OperatingPoint) -> np.ndarray:
-        band = self.info.get("review_band")
+    @staticmethod
+    def _review(probabilities: np.ndarray, point: OperatingPoint, band) -> np.ndarray:
         if point.kind != "argmax" and point.threshold is not None and band is not None:
             positive = probabilities[:, point.positive_index]
             return (positive >= band[0]) & (positive <= band[1])
@@ -142,30 +169,52 @@ class LoadedRun:
         return (top_two[:, 1] - top_two[:, 0]) < ARGMAX_REVIEW_MARGIN
 
 
+#: Crop-box columns of a CSV input (the GTSRB annotation files' names): each image is cropped to its box.
+ROI_COLUMNS = ("Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2")
+
+
 def collect_inputs(inputs, path_column: str = "path") -> list[str]:
     """Image paths from folders (recursive), CSV files (`path_column`, relative to the CSV) and files."""
+    return collect_images(inputs, path_column)[0]
+
+
+def collect_images(inputs, path_column: str = "path") -> tuple[list[str], np.ndarray | None]:
+    """`(paths, rois)`: image paths as `collect_inputs` finds them, and their crop boxes `(n, 4)`
+    `(x1, y1, x2, y2)` from a CSV's `ROI_COLUMNS` (-1 for an image without one), or None when no
+    input has boxes. A CSV's separator (comma or semicolon) is read from its header."""
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     paths: list[str] = []
+    rois: list[tuple] = []
     for item in map(Path, items):
         if item.is_dir():
             found = sorted(str(p) for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
                 raise ValueError(f"'{item}' holds no image file (searched recursively for {', '.join(sorted(IMAGE_EXTENSIONS))}).")
             paths += found
+            rois += [(-1, -1, -1, -1)] * len(found)
         elif item.is_file() and item.suffix.lower() == ".csv":
             import pandas as pd
 
-            frame = pd.read_csv(item)
+            with open(item, encoding="utf-8", errors="replace") as file:
+                header = file.readline()
+            # GTSRB's annotation files use semicolons; a sniffer guesses wrong on one-column files.
+            frame = pd.read_csv(item, sep=";" if header.count(";") > header.count(",") else ",")
             if path_column not in frame.columns:
                 raise ValueError(f"CSV '{item}' has no column {path_column!r}. Found columns: {list(frame.columns)}. "
                                  "Name the column of image paths with --path-column.")
             paths += [str(p if os.path.isabs(str(p)) else item.parent / str(p)) for p in frame[path_column].astype(str)]
+            if all(column in frame.columns for column in ROI_COLUMNS):
+                rois += list(map(tuple, frame[list(ROI_COLUMNS)].to_numpy(dtype=int)))
+            else:
+                rois += [(-1, -1, -1, -1)] * len(frame)
         elif item.is_file():
             paths.append(str(item))
+            rois.append((-1, -1, -1, -1))
         else:
             raise FileNotFoundError(f"Input not found: '{item}'. Expected a folder of images, a CSV file with a "
                                     f"{path_column!r} column, or image files.")
-    return paths
+    boxes = np.array(rois, dtype="int32").reshape(-1, 4)
+    return paths, boxes if (boxes >= 0).any() else None
 
 
 def load_run(run_dir: str | os.PathLike) -> LoadedRun:

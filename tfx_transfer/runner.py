@@ -208,6 +208,26 @@ def train_config(recipe: Recipe, class_names: list[str]):
     )
 
 
+#: Training images whose paths a run keeps (predictions.npz `train_sample_paths`) for int8 export.
+TRAIN_SAMPLE_SIZE = 200
+
+
+def _sample(indices: np.ndarray, size: int, seed: int) -> np.ndarray:
+    if len(indices) <= size:
+        return np.asarray(indices)
+    return np.sort(np.random.default_rng(seed).choice(indices, size, replace=False))
+
+
+def _image_records(table, name: str, indices: np.ndarray) -> dict:
+    """`<name>_paths` (and `<name>_rois`, the crop boxes, when the data has them) of the rows `indices`."""
+    if table.paths is None:  # in-memory images: nothing to read again later
+        return {f"{name}_paths": np.array([], dtype=str)}
+    records = {f"{name}_paths": table.paths[indices].astype(str)}
+    if table.rois is not None:
+        records[f"{name}_rois"] = np.asarray(table.rois[indices], dtype="int32")
+    return records
+
+
 def data_digest(prepared: PreparedData, train_indices: np.ndarray) -> dict:
     """What `--resume` checks: which images (paths relative to their common folder, or the pixels of
     in-memory data), with which labels and weights, in which split. File contents are not read.
@@ -272,9 +292,11 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
     val_score = score_images(result.model, table, splits.val, config.image_size, views)
     test_score = score_images(result.model, table, splits.test, config.image_size, views)
     predict_seconds = time.perf_counter() - predict_started
-    paths = table.paths[splits.test].astype(str) if table.paths is not None else np.array([], dtype=str)
     folder.write_predictions(val_true=table.labels[splits.val], val_score=val_score,
-                             test_true=table.labels[splits.test], test_score=test_score, test_paths=paths)
+                             test_true=table.labels[splits.test], test_score=test_score,
+                             **_image_records(table, "test", splits.test),
+                             # int8 export calibrates its quantisation on training images (tfx_transfer.export)
+                             **_image_records(table, "train_sample", _sample(train_indices, TRAIN_SAMPLE_SIZE, recipe.training.seed)))
     folder.write_history(result.history)
     folder.save_model(result.model)
     best = [phase.best_epoch for phase in result.phases if phase.best_epoch is not None]
