@@ -29,3 +29,25 @@ def isolated_cache(tmp_path, monkeypatch):
 @pytest.fixture
 def raw_images():
     return np.random.RandomState(0).uniform(0, 255, size=(2, 64, 64, 3)).astype("float32")
+
+
+#: From scratch on `write_overlapping_parts`: a finished product_defects run in seconds, with a
+#: target-recall threshold and two test-time views (export, recalibrate).
+PART_RUN = ["model.backbone=tiny_test", "model.weights=none", "model.image_size=32", "training.epochs=6",
+            "training.strategy=scratch", "training.batch_size=8", "evaluation.bootstrap=20", "data.weight_column=null",
+            "data.positive_class=scratched", "evaluation.test_time_views=2", "training.ensemble_size=1"]
+
+
+@pytest.fixture(scope="session")
+def part_run(tmp_path_factory):
+    """A finished run on overlapping parts (`PART_RUN`); tests that change it work on a copy."""
+    import warnings
+
+    from tiny_data import write_overlapping_parts
+    from tfx_transfer.runner import run
+
+    root = tmp_path_factory.mktemp("part_run")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return run("product_defects", data=write_overlapping_parts(root / "line7"), overrides=PART_RUN,
+                   out=root / "run", verbose=0).run_dir

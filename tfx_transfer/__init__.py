@@ -8,7 +8,8 @@ without loading TensorFlow. The modules in layers, each depending only on those 
     models          layers, weights, offline_weights, torch_checkpoint, model
     data            sources, images, splits, embedded, synthetic_*, augment, data, features
     training        devices, checkpoint, train, ensemble
-    experiments     runner, sweep, demo; startup and cli on top
+    experiments     runner, sweep, demo
+    using models    predict, export, recalibrate; startup and cli on top
 
 `TENSORFLOW_FREE` lists the modules that import without TensorFlow (a test checks it).
 
@@ -44,6 +45,7 @@ _EXPORTS = {
     "write_comparison_report": "comparison",
     "TrainConfig": "strategies", "plan_phases": "strategies", "train": "train",
     "train_ensemble": "ensemble", "average_models": "ensemble", "load_run": "predict",
+    "export_run": "export", "recalibrate": "recalibrate",
 }
 
 __all__ = sorted(_EXPORTS)

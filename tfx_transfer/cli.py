@@ -255,7 +255,8 @@ def _predict(args: argparse.Namespace) -> int:
     from tfx_transfer.run_folder import write_atomically
 
     run = load_run(args.run_dir)
-    predictions = run.predict(args.inputs, path_column=args.path_column, calibrated=not args.raw, verbose=1)
+    predictions = run.predict(args.inputs, path_column=args.path_column, calibrated=not args.raw, verbose=1,
+                              site=args.site)
     write_atomically(args.out, predictions.to_csv(index=False))
     failed = predictions[predictions["error"].fillna("") != ""]
     scored = len(predictions) - len(failed)
@@ -264,6 +265,46 @@ def _predict(args: argparse.Namespace) -> int:
     for path, reason in failed[["path", "error"]].head(5).itertuples(index=False):
         print(f"  unreadable: {path}: {reason}")
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from tfx_transfer.export import ExportError, export_run
+
+    try:
+        record = export_run(args.run_dir, args.format, args.quantize, args.min_agreement, args.max_metric_drop,
+                            verbose=1, site=args.site)
+    except ExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for signature, figures in record["parity"].items():
+        print(f"parity ({signature}, {figures['images']} test images): decisions agree {figures['decision_agreement']:.2%}, "
+              f"largest probability difference {figures['max_probability_difference']:.1e}, {figures['metric']} "
+              f"{figures['keras_metric']:.4f} (Keras) -> {figures['exported_metric']:.4f}")
+    print(f"Exported: {Path(args.run_dir) / record['path']} ({record['bytes'] / 1e6:.1f} MB)")
+    return 0
+
+
+def _recalibrate(args: argparse.Namespace) -> int:
+    from tfx_transfer.recalibrate import FEW_POSITIVES, recalibrate
+
+    site = recalibrate(args.run_dir, args.data, args.site, args.target_recall, seed=args.seed)
+    name = args.site or Path(args.data).stem
+    before, after = site["at_run_threshold"], site["at_site_threshold"]
+    interval = site["threshold_interval"]
+    print(f"Site {name!r}: {site['images']} images ({site['positives']} positive). At the run's threshold "
+          f"{before['threshold']:.4g}: recall {before['recall']:.3f}, specificity {_or_na(before['specificity'])}.")
+    print(f"New threshold {site['threshold']:.4g} (95% bootstrap range {interval[0]:.4g} to {interval[1]:.4g}) for "
+          f"recall {site['target_recall']}: recall {after['recall']:.3f}, specificity {_or_na(after['specificity'])} on "
+          f"this sample. Written to {Path(args.run_dir) / 'model.json'}; use it with: tfx-transfer predict "
+          f"{args.run_dir} INPUT --site {name}")
+    if site["positives"] < FEW_POSITIVES:
+        print(f"note: only {site['positives']} positive images: the recall this threshold gives on the line may differ "
+              f"by more than 1/{site['positives']}; label more positives from this site to narrow its range.")
+    return 0
+
+
+def _or_na(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _results(args: argparse.Namespace) -> int:
@@ -345,7 +386,32 @@ def build_parser() -> argparse.ArgumentParser:
     predictor.add_argument("--out", default="predictions.csv", help="the CSV to write (default: %(default)s)")
     predictor.add_argument("--path-column", default="path", help="a CSV input's column of image paths (default: %(default)s)")
     predictor.add_argument("--raw", action="store_true", help="the model's probabilities before calibration")
+    predictor.add_argument("--site", help="decide at the operating point `recalibrate` chose for this site")
     predictor.set_defaults(func=_predict)
+
+    from tfx_transfer.export import FORMATS, MAX_METRIC_DROP, MIN_AGREEMENT, QUANTIZATIONS
+
+    exporter = commands.add_parser("export", parents=[common], help="export a finished run's model, checked by a parity gate")
+    exporter.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (model.keras and model.json)")
+    exporter.add_argument("--format", choices=FORMATS, default="saved_model", help="default: %(default)s")
+    exporter.add_argument("--quantize", choices=QUANTIZATIONS, help="tflite only: float16 weights, or int8 weights "
+                          "and activations calibrated on the run's training images")
+    exporter.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT,
+                          help="the share of test images whose decision must not change (default: %(default)s)")
+    exporter.add_argument("--max-metric-drop", type=float, help="the largest allowed drop of the primary metric "
+                          f"(default: {MAX_METRIC_DROP['float32']} in float, {MAX_METRIC_DROP['int8']} with int8)")
+    exporter.add_argument("--site", help="bake in the operating point `recalibrate` chose for this site")
+    exporter.set_defaults(func=_export)
+
+    recalibrator = commands.add_parser("recalibrate", parents=[common], help="choose a new site's threshold on a "
+                                       "labelled sample from there (the run's own is kept)")
+    recalibrator.add_argument("run_dir", metavar="RUN_DIR", help="a finished two-class run with a target-recall threshold")
+    recalibrator.add_argument("--data", required=True, help="labelled sample: class folders named as the run's classes, "
+                              "or a CSV with path and label columns")
+    recalibrator.add_argument("--site", help="the name to record it under (default: the data folder's name)")
+    recalibrator.add_argument("--target-recall", type=float, help="default: the run's own target recall")
+    recalibrator.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: %(default)s)")
+    recalibrator.set_defaults(func=_recalibrate)
 
     results = commands.add_parser("results", help="the results page of run and comparison folders, grouped by "
                                   "recipe content (no TensorFlow)")

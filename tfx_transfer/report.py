@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -77,8 +78,48 @@ def build_run_report(run_dir: str | os.PathLike) -> dict:
         review_band=None if point.kind == "argmax" else threshold_band(
             predictions["val_true"], val_score, point.positive_index, evaluation["target_recall"], seed=facts.get("seed", 0)),
         history=history,
+        exports=RunFolder(run_dir).read_exports(),
+        sites=_site_points(run_dir),
     )
     return report
+
+
+def _site_points(run_dir) -> dict:
+    folder = RunFolder(run_dir)
+    if not folder.model_info_file.is_file():
+        return {}
+    return json.loads(folder.model_info_file.read_text()).get("site_operating_points", {})
+
+
+def _exports_table(exports: list[dict]) -> tuple[list[str], list[list[str]]]:
+    rows = []
+    for record in exports:
+        for signature, figures in record["parity"].items():
+            rows.append([record["name"] + ("" if signature == "serving_default" else f" ({signature})"),
+                         "passed" if record["passed"] else "FAILED (not kept)", figures["images"],
+                         f"{figures['decision_agreement']:.2%}", f"{figures['max_probability_difference']:.1e}",
+                         f"{render.number(figures['keras_metric'])} -> {render.number(figures['exported_metric'])}",
+                         f"{record['bytes'] / 1e6:.1f} MB"])
+    return ["export", "parity gate", "test images", "decisions agree", "largest probability difference",
+            "metric (Keras -> exported)", "size"], rows
+
+
+def _sites_table(sites: dict) -> tuple[list[str], list[list[str]]]:
+    rows = []
+    for name, site in sorted(sites.items()):
+        interval = site.get("threshold_interval")
+        rows.append([name, f"{site['images']} ({site['positives']} positive)",
+                     render.number(site["at_run_threshold"]["recall"]), render.number(site["threshold"])
+                     + ("" if not interval else f" [{render.number(interval[0])}, {render.number(interval[1])}]"),
+                     render.number(site["at_site_threshold"]["recall"]), render.number(site["at_site_threshold"]["specificity"])])
+    return ["site", "sample", "recall at the run's threshold", "site threshold [95% range]", "recall there",
+            "specificity there"], rows
+
+
+_EXPORTS_TEXT = ("Each export was scored against the Keras model on the run's test images (tfx-transfer export); "
+                 "one that fails its gate is not kept.")
+_SITES_TEXT = ("Thresholds chosen again for the same target recall on labelled samples from other sites "
+               "(tfx-transfer recalibrate); the run's own operating point is unchanged. tfx-transfer predict --site NAME uses them.")
 
 
 def _multilabel_report(facts: dict, history: list[dict], predictions: dict) -> dict:
@@ -260,6 +301,10 @@ def render_run_markdown(report: dict) -> str:
     if report.get("calibration"):
         lines += ["## Calibration (temperature scaling)", "", render.markdown_text(_calibration_text(report["calibration"])),
                   "", render.markdown_table(*_calibration_table(report["calibration"])), ""]
+    if report.get("exports"):
+        lines += ["## Exports", "", _EXPORTS_TEXT, "", render.markdown_table(*_exports_table(report["exports"])), ""]
+    if report.get("sites"):
+        lines += ["## Site operating points", "", _SITES_TEXT, "", render.markdown_table(*_sites_table(report["sites"])), ""]
     if report["metrics"]["notes"]:
         lines += ["## Notes", ""] + [f"- {render.markdown_text(note)}" for note in report["metrics"]["notes"]] + [""]
     return "\n".join(lines)
@@ -331,6 +376,10 @@ def render_run_html(report: dict) -> str:
                          + render.html_table(*_calibration_table(report["calibration"]))
                          + render.html_image(render.figure_to_data_uri(reliability_figure(report["calibration"])),
                                              "reliability diagram")))
+    if report.get("exports"):
+        sections.append(("Exports", render.paragraph(_EXPORTS_TEXT) + render.html_table(*_exports_table(report["exports"]), 2)))
+    if report.get("sites"):
+        sections.append(("Site operating points", render.paragraph(_SITES_TEXT) + render.html_table(*_sites_table(report["sites"]), 1)))
     if report["metrics"]["notes"]:
         sections.append(("Notes", "".join(render.paragraph(note, "note") for note in report["metrics"]["notes"])))
     return render.html_page(f"{report['recipe']}: {report.get('label', report['strategy'])}", sections,
@@ -360,6 +409,11 @@ def write_run_report(run_dir: str | os.PathLike) -> dict:
     report = build_run_report(run_dir)
     folder = RunFolder(run_dir)
     if folder.model_file.is_file() and not report.get("multi_label"):
-        folder.write_model_info(model_info(report))
+        info = model_info(report)
+        if folder.model_info_file.is_file():  # the operating points of recalibrated sites are kept
+            sites = json.loads(folder.model_info_file.read_text()).get("site_operating_points")
+            if sites:
+                info["site_operating_points"] = sites
+        folder.write_model_info(info)
     folder.write_report(report, render_run_markdown(report), render_run_html(report))
     return report

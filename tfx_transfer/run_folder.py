@@ -9,10 +9,12 @@ renamed over the target). A run folder (schema version `SCHEMA_VERSION`):
     scan.json          the readability scan of the data's files (a cache)
     run.json           the run's facts: data counts, skipped files, weights, device, versions, timing
     history.json       one record per epoch
-    predictions.npz    validation and test labels and probabilities, test file paths
+    predictions.npz    validation and test labels and probabilities, test file paths (and crop boxes),
+                       the paths of a sample of training images (int8 export calibrates on them)
     model.keras        the trained model (raw RGB pixels in, probabilities out)
     model.json         what using it needs: class names, image size, temperature, operating point
                        (`tfx_transfer.predict`)
+    export/            exported models (`tfx-transfer export`) and export.json, their parity results
     training/          checkpoints and best weights (`member-N/` per ensemble member); removed
                        once the run has finished, unless kept (`--keep-checkpoints`)
     report.md/.html    the report; then report.json, written last: a run is finished when it exists
@@ -43,6 +45,8 @@ import yaml
 SCHEMA_VERSION = 1
 #: Version of model.json.
 MODEL_INFO_VERSION = 1
+#: Version of export/export.json.
+EXPORTS_VERSION = 1
 
 #: What interrupted writes leave behind: never read, so removed when a run starts.
 STALE_PATTERNS = ("*.tmp", "*.tmp.npz", ".model.keras", ".*.weights.h5", "checkpoints/.epoch-*")
@@ -116,6 +120,8 @@ class RunFolder:
     model_file = property(lambda self: self.path / "model.keras")
     model_info_file = property(lambda self: self.path / "model.json")
     training_dir = property(lambda self: self.path / "training")
+    export_dir = property(lambda self: self.path / "export")
+    exports_file = property(lambda self: self.path / "export" / "export.json")
     report_file = property(lambda self: self.path / "report.json")
     report_markdown_file = property(lambda self: self.path / "report.md")
     report_html_file = property(lambda self: self.path / "report.html")
@@ -211,6 +217,19 @@ class RunFolder:
     def write_model_info(self, info: dict) -> None:
         """model.json: what the model needs to be used (class names, image size, temperature, operating point)."""
         write_json(self.model_info_file, info)
+
+    def read_exports(self) -> list[dict]:
+        """The records of `tfx-transfer export` (passed and failed), oldest first; [] when none."""
+        if not self.exports_file.is_file():
+            return []
+        content = json.loads(self.exports_file.read_text())
+        if content.get("schema_version", 1) > EXPORTS_VERSION:
+            raise RunFolderError(f"'{self.exports_file}' was written by a newer tfx_transfer (version "
+                                 f"{content['schema_version']}); upgrade tfx_transfer to read it.")
+        return list(content.get("exports", []))
+
+    def write_exports(self, records: list[dict]) -> None:
+        write_json(self.exports_file, {"schema_version": EXPORTS_VERSION, "exports": records})
 
     def write_report(self, report: dict, markdown: str, html: str) -> None:
         """Writes report.md and report.html, then report.json: the marker of a finished run."""
