@@ -405,7 +405,7 @@ def export_run(run_dir: str | os.PathLike, format: str = "saved_model", quantize
         export_seconds = time.perf_counter() - started
         if verbose:
             print(f"Checking parity on {len(test)} test images ...")
-        figures = _check_parity(loaded, format, target, test, saved, point, info, image_size)
+        figures, notes = _check_parity(loaded, format, target, test, saved, point, info, image_size)
         failures = [f"{signature}: {failure}" for signature, result in figures.items()
                     for failure in gate_failures(result, min_agreement, max_metric_drop)]
         record = {
@@ -423,6 +423,7 @@ def export_run(run_dir: str | os.PathLike, format: str = "saved_model", quantize
             "outputs": {"probabilities": "float32 [batch, classes], calibrated",
                         "decision": "int32 [batch], the class index at the run's operating point"},
             "parity": figures,
+            "notes": notes,
         }
         if failures:
             _record(folder, record)
@@ -465,8 +466,9 @@ def _representative(saved: dict, class_names, image_size, quantize):
     return images
 
 
-def _check_parity(loaded, format, target, test, saved, point, info, image_size) -> dict:
-    """Parity figures per signature: the exported model vs the Keras model on the run's test images."""
+def _check_parity(loaded, format, target, test, saved, point, info, image_size) -> tuple[dict, list[str]]:
+    """Parity figures per signature (the exported model vs the Keras model on the run's test
+    images), and notes on what could not be checked."""
     from tfx_transfer.calibration import apply_temperature
     from tfx_transfer.predict import score_images
 
@@ -481,13 +483,17 @@ def _check_parity(loaded, format, target, test, saved, point, info, image_size) 
     decisions = np.concatenate([o[1] for o in outputs])
     metric = json.loads(RunFolder(loaded.run_dir).report_file.read_text())["metrics"]["primary"]["name"]
     y_true = np.asarray(saved["test_true"])
+    notes: list[str] = []
     figures = {"serving_default": parity(y_true, reference, reference_decisions, probabilities, decisions, metric,
                                          point.positive_index)}
     figures["serving_default"]["keras_vs_run_max_difference"] = float(np.abs(
         apply_temperature(saved["test_score"], float(info.get("temperature", 1.0)), positive) - reference).max())
     if format == "saved_model":
         encoded = _encoded_test_images(test)
-        if encoded is not None:
+        if encoded is None:
+            notes.append("The images signature (encoded bytes) was not checked: no test image is a whole JPEG/PNG/BMP/GIF "
+                         "file (crop boxes or other formats); the pixels signature was.")
+        else:
             run_bytes = _bytes_runner(target)
             picked, files = encoded
             outputs = [run_bytes(files[start:start + 32]) for start in range(0, len(files), 32)]
@@ -495,7 +501,11 @@ def _check_parity(loaded, format, target, test, saved, point, info, image_size) 
                                        np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs]),
                                        metric, point.positive_index)
             figures["images"]["skipped"] = int(len(test) - len(picked))
-    return figures
+            if figures["images"]["skipped"]:
+                notes.append(f"The images signature was checked on the {len(picked)} test images that are whole "
+                             f"JPEG/PNG/BMP/GIF files; {figures['images']['skipped']} others (crop boxes or other formats) "
+                             "were checked through the pixels signature only.")
+    return figures, notes
 
 
 def _encoded_test_images(test):

@@ -98,10 +98,10 @@ def _exports_table(exports: list[dict]) -> tuple[list[str], list[list[str]]]:
             rows.append([record["name"] + ("" if signature == "serving_default" else f" ({signature})"),
                          "passed" if record["passed"] else "FAILED (not kept)", figures["images"],
                          f"{figures['decision_agreement']:.2%}", f"{figures['max_probability_difference']:.1e}",
-                         f"{render.number(figures['keras_metric'])} -> {render.number(figures['exported_metric'])}",
+                         render.number(figures["keras_metric"]), render.number(figures["exported_metric"]),
                          f"{record['bytes'] / 1e6:.1f} MB"])
     return ["export", "parity gate", "test images", "decisions agree", "largest probability difference",
-            "metric (Keras -> exported)", "size"], rows
+            "metric, Keras", "metric, exported", "size"], rows
 
 
 def _sites_table(sites: dict) -> tuple[list[str], list[list[str]]]:
@@ -303,6 +303,8 @@ def render_run_markdown(report: dict) -> str:
                   "", render.markdown_table(*_calibration_table(report["calibration"])), ""]
     if report.get("exports"):
         lines += ["## Exports", "", _EXPORTS_TEXT, "", render.markdown_table(*_exports_table(report["exports"])), ""]
+        lines += [f"- {record['name']}: {render.markdown_text(note)}" for record in report["exports"]
+                  for note in record.get("notes", [])] + [""]
     if report.get("sites"):
         lines += ["## Site operating points", "", _SITES_TEXT, "", render.markdown_table(*_sites_table(report["sites"])), ""]
     if report["metrics"]["notes"]:
@@ -377,7 +379,9 @@ def render_run_html(report: dict) -> str:
                          + render.html_image(render.figure_to_data_uri(reliability_figure(report["calibration"])),
                                              "reliability diagram")))
     if report.get("exports"):
-        sections.append(("Exports", render.paragraph(_EXPORTS_TEXT) + render.html_table(*_exports_table(report["exports"]), 2)))
+        sections.append(("Exports", render.paragraph(_EXPORTS_TEXT) + render.html_table(*_exports_table(report["exports"]), 2)
+                         + "".join(render.paragraph(f"{record['name']}: {note}", "note") for record in report["exports"]
+                                   for note in record.get("notes", []))))
     if report.get("sites"):
         sections.append(("Site operating points", render.paragraph(_SITES_TEXT) + render.html_table(*_sites_table(report["sites"]), 1)))
     if report["metrics"]["notes"]:
