@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import warnings
 
 import keras
 import numpy as np
@@ -18,7 +17,6 @@ from tfx_transfer.cli import main
 from tfx_transfer.export import ExportError, export_run, float32_model, gate_failures, parity
 from tfx_transfer.model import build_classifier
 from tfx_transfer.run_folder import RunFolderError
-from tfx_transfer.runner import run
 
 @pytest.fixture
 def finished_run(part_run):

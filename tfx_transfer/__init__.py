@@ -9,7 +9,7 @@ without loading TensorFlow. The modules in layers, each depending only on those 
     data            sources, images, splits, embedded, synthetic_*, augment, data, features
     training        devices, checkpoint, train, ensemble
     experiments     runner, sweep, demo
-    using models    predict, export, recalibrate; startup and cli on top
+    using models    explain, predict, export, recalibrate; startup and cli on top
 
 `TENSORFLOW_FREE` lists the modules that import without TensorFlow (a test checks it).
 
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 
 #: Modules that import neither TensorFlow nor Keras: reading recipes, run folders and reports.
 TENSORFLOW_FREE = ("settings", "policies", "backbones", "recipe", "run_folder", "metrics", "render", "report",
-                   "comparison", "results", "startup", "torch_checkpoint", "strategies", "calibration")
+                   "comparison", "results", "startup", "torch_checkpoint", "strategies", "calibration", "explain")
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
@@ -45,7 +45,7 @@ _EXPORTS = {
     "write_comparison_report": "comparison",
     "TrainConfig": "strategies", "plan_phases": "strategies", "train": "train",
     "train_ensemble": "ensemble", "average_models": "ensemble", "load_run": "predict",
-    "export_run": "export", "recalibrate": "recalibrate",
+    "export_run": "export", "recalibrate": "recalibrate", "gradcam": "explain",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from tfx_transfer import render
-from tfx_transfer.report import build_run_report, confusion_figure, gallery_html, write_run_report
+from tfx_transfer.explain import BORDER_MARGIN
+from tfx_transfer.report import build_run_report, confusion_figure, gallery_html, heatmap_gallery_html, write_run_report
 from tfx_transfer.run_folder import RunFolder, write_report_files
 
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "roc_auc", "average_precision",
@@ -213,7 +214,8 @@ def build_comparison(run_dirs: list[str | os.PathLike], rebuild: bool = False) -
     }
     comparison = {
         "kind": "comparison", "recipe": ", ".join(recipes), "primary_metric": metric, "rows": rows,
-        "summary": summary, "verdict": verdict(summary, metric), "best": best, "facts": facts,
+        "summary": summary, "verdict": verdict(summary, metric), "best": best, "best_run_dir": best_row["run_dir"],
+        "facts": facts,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     return comparison, reports
@@ -271,7 +273,7 @@ def _facts_rows(comparison: dict) -> list[list[str]]:
     ]
 
 
-def render_comparison_markdown(comparison: dict) -> str:
+def render_comparison_markdown(comparison: dict, reports: dict[str, dict] | None = None) -> str:
     metric = comparison["primary_metric"]
     best = comparison["best"]
     lines = [f"# Comparison: {comparison['recipe']}", "", f"**Verdict.** {render.markdown_text(comparison['verdict']['text'])}", "",
@@ -282,9 +284,41 @@ def render_comparison_markdown(comparison: dict) -> str:
     if best.get("most_confused"):
         lines += [render.markdown_table(["true", "predicted", "count"],
                                         [[p["true"], p["predicted"], p["count"]] for p in best["most_confused"]]), ""]
+    border_table = _border_table(comparison, reports) if reports else None
+    if border_table:
+        lines += ["## Where the models look: heat in the border (largest training set)", "", BORDER_TEXT, "",
+                  render.markdown_table(*border_table), ""]
     lines += ["## Facts", "", render.markdown_table(["", ""], _facts_rows(comparison)), "",
               "## Every run", "", render.markdown_table(*_runs_table(comparison)), ""]
     return "\n".join(lines)
+
+
+BORDER_TEXT = (f"The share of each strategy's Grad-CAM heat in the image's border (the outer {BORDER_MARGIN:.0%} of each side), by "
+               "predicted class, on the first seed's run; well above the even share, a model decides from the edges "
+               "(markers, text, fixtures).")
+
+
+def _border_table(comparison: dict, reports: dict[str, dict]) -> tuple[list[str], list[list[str]]] | None:
+    largest = max(r["fraction"] for r in comparison["rows"])
+    first_seed = min(comparison["facts"]["seeds"])
+    chosen = [reports[r["run_dir"]] for r in comparison["rows"] if r["fraction"] == largest and r["seed"] == first_seed]
+    chosen = [report for report in chosen if (report.get("explanations") or {}).get("border_share")]
+    if not chosen:
+        return None
+    names = comparison["facts"]["data"]["class_names"]
+    rows = [[report.get("label", report["strategy"]),
+             *(render.number(report["explanations"]["border_share"][name]["mean"]) for name in names),
+             render.number(report["explanations"]["border_baseline"])] for report in chosen]
+    return ["strategy", *(f"predicted {name}" for name in names), "if spread evenly"], rows
+
+
+def _best_gallery(comparison: dict, level: str) -> tuple[str, str]:
+    best = comparison["best"]
+    arrays = RunFolder(comparison["best_run_dir"]).read_explanations() if comparison.get("best_run_dir") else {}
+    if arrays:
+        return (f"{level}Where the best configuration looks (Grad-CAM): confidently wrong and right test images",
+                heatmap_gallery_html(arrays, best))
+    return f"{level}Most confidently wrong test images (best configuration)", gallery_html(best["confidently_wrong"])
 
 
 def comparison_sections(comparison: dict, reports: dict[str, dict], level: str = "") -> list[tuple[str, str]]:
@@ -292,6 +326,7 @@ def comparison_sections(comparison: dict, reports: dict[str, dict], level: str =
     metric = comparison["primary_metric"]
     best = comparison["best"]
     largest = max(r["fraction"] for r in comparison["rows"])
+    border_table = _border_table(comparison, reports)
     seed0 = {r["label"]: reports[r["run_dir"]] for r in comparison["rows"] if r["fraction"] == largest and r["seed"] == min(comparison["facts"]["seeds"])}
     sections = [
         ("", f'<div class="verdict"><strong>Verdict.</strong> {render.html.escape(comparison["verdict"]["text"])}</div>'),
@@ -308,7 +343,9 @@ def comparison_sections(comparison: dict, reports: dict[str, dict], level: str =
                             "confusion matrix of the best configuration"))
          + (render.html_table(["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]]
                                                               for p in best["most_confused"]], 2) if best["most_confused"] else "")),
-        (f"{level}Most confidently wrong test images (best configuration)", gallery_html(best["confidently_wrong"])),
+        _best_gallery(comparison, level),
+        *([(f"{level}Where the models look: heat in the border (largest training set)",
+            render.paragraph(BORDER_TEXT) + render.html_table(*border_table))] if border_table else []),
         (f"{level}Facts", render.html_table(["", ""], _facts_rows(comparison), numeric_from=2)),
         (f"{level}Every run", render.html_table(*_runs_table(comparison), numeric_from=1)),
     ]
@@ -320,7 +357,7 @@ def write_comparison_report(out: str | os.PathLike, run_dirs: list[str | os.Path
     comparison, reports = build_comparison(run_dirs, rebuild)
     page = render.html_page(f"Comparison: {comparison['recipe']}", comparison_sections(comparison, reports),
                             comparison["best"].get("description", ""))
-    write_report_files(out, comparison, render_comparison_markdown(comparison), page)
+    write_report_files(out, comparison, render_comparison_markdown(comparison, reports), page)
     return comparison
 
 

@@ -29,10 +29,14 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tfx_transfer.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    from tfx_transfer.metrics import OperatingPoint
 
 FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZATIONS = ("float16", "int8")

@@ -31,6 +31,7 @@ import numpy as np
 
 from tfx_transfer import render
 from tfx_transfer.calibration import calibrate
+from tfx_transfer.explain import BORDER_MARGIN
 from tfx_transfer.metrics import choose_operating_point, classification_metrics, multilabel_metrics, threshold_band
 from tfx_transfer.run_folder import MODEL_INFO_VERSION, RunFolder, RunFolderError  # noqa: F401  (RunFolderError: raised by load_run)
 
@@ -78,10 +79,68 @@ def build_run_report(run_dir: str | os.PathLike) -> dict:
         review_band=None if point.kind == "argmax" else threshold_band(
             predictions["val_true"], val_score, point.positive_index, evaluation["target_recall"], seed=facts.get("seed", 0)),
         history=history,
+        explanations=_explanation_summary(RunFolder(run_dir).read_explanations(), class_names),
         exports=RunFolder(run_dir).read_exports(),
         sites=_site_points(run_dir),
     )
     return report
+
+
+def _explanation_summary(arrays: dict, class_names: list[str]) -> dict | None:
+    """What report.json keeps of explanations.npz: the block, the method, the border shares per class."""
+    if not arrays:
+        return None
+    summary = {"block": str(arrays["block"]), "method": str(arrays["method"]),
+               "gallery": [{"index": int(i), "explained": class_names[int(k)]}
+                           for i, k in zip(arrays["gallery_index"], arrays["gallery_class"])]}
+    if "border_share" in arrays:
+        summary["border_baseline"] = float(arrays["border_baseline"])
+        summary["border_block"] = str(arrays["border_block"])
+        summary["border_share"] = {
+            name: {"images": int((arrays["border_class"] == k).sum()),
+                   "mean": float(np.nanmean(arrays["border_share"][arrays["border_class"] == k]))
+                   if (arrays["border_class"] == k).any() else None}
+            for k, name in enumerate(class_names)}
+    return summary
+
+
+def _border_rows(summary: dict) -> list[list[str]]:
+    return [[name, row["images"], render.number(row["mean"]), render.number(summary["border_baseline"])]
+            for name, row in summary["border_share"].items()]
+
+
+_BORDER_HEADER = ["predicted class", "test images", "heat in the border", "if spread evenly"]
+
+
+def _explanation_text(summary: dict) -> str:
+    text = (f"Grad-CAM at the backbone's block {summary['block']}: red is where the evidence for the predicted class "
+            "lies. ")
+    if "border_share" in summary:
+        text += (f"The table gives the share of that heat in the border (the outer {BORDER_MARGIN:.0%} of each side; "
+                 f"measured at block {summary['border_block']}, whose finer map keeps heat at the edge where it is); "
+                 "well above the even share, the model decides from the image's edges (markers, text, fixtures): "
+                 "check for a shortcut.")
+    return text
+
+
+def heatmap_gallery_html(arrays: dict, report: dict) -> str:
+    """Each explained test image with its heatmap laid over it (alpha grows with the heat)."""
+    import matplotlib
+
+    class_names = report["data"]["class_names"]
+    truth = {item["index"]: item for item in report["confidently_wrong"]}
+    colour = matplotlib.colormaps["jet"]
+    figures = []
+    for index, pixels, heat, explained in zip(arrays["gallery_index"], arrays["gallery_pixels"], arrays["gallery_heat"],
+                                              arrays["gallery_class"]):
+        weight = heat[..., None] / 255.0
+        overlay = (1 - 0.6 * weight) * pixels + 0.6 * weight * colour(heat)[..., :3] * 255
+        item = truth.get(int(index))
+        caption = (f"wrong: true {item['true']}, predicted {item['predicted']} ({item['confidence']:.2f})" if item
+                   else f"right: {class_names[int(explained)]}")
+        figures.append(f"<figure>{render.html_image(render.image_to_data_uri(overlay.astype('uint8')), caption)}"
+                       f"<figcaption>{render.html.escape(caption)}</figcaption></figure>")
+    return f'<div class="gallery">{"".join(figures)}</div>'
 
 
 def _site_points(run_dir) -> dict:
@@ -301,6 +360,12 @@ def render_run_markdown(report: dict) -> str:
     if report.get("calibration"):
         lines += ["## Calibration (temperature scaling)", "", render.markdown_text(_calibration_text(report["calibration"])),
                   "", render.markdown_table(*_calibration_table(report["calibration"])), ""]
+    if report.get("explanations"):
+        summary = report["explanations"]
+        lines += ["## Where the model looks (Grad-CAM)", "", render.markdown_text(_explanation_text(summary)), ""]
+        if "border_share" in summary:
+            lines += [render.markdown_table(_BORDER_HEADER, _border_rows(summary)), ""]
+        lines += [f"Heatmaps over {len(summary['gallery'])} test images are in report.html.", ""]
     if report.get("exports"):
         lines += ["## Exports", "", _EXPORTS_TEXT, "", render.markdown_table(*_exports_table(report["exports"])), ""]
         lines += [f"- {record['name']}: {render.markdown_text(note)}" for record in report["exports"]
@@ -348,7 +413,7 @@ def reliability_figure(calibration: dict):
     return figure
 
 
-def render_run_html(report: dict) -> str:
+def render_run_html(report: dict, explanations: dict | None = None) -> str:
     per_class = [[name, *(render.number(row[k]) for k in ("precision", "recall", "f1-score")), int(row["support"])]
                  for name, row in report["per_class"].items()]
     sections = [
@@ -378,6 +443,11 @@ def render_run_html(report: dict) -> str:
                          + render.html_table(*_calibration_table(report["calibration"]))
                          + render.html_image(render.figure_to_data_uri(reliability_figure(report["calibration"])),
                                              "reliability diagram")))
+    if report.get("explanations") and explanations:
+        summary = report["explanations"]
+        sections.append(("Where the model looks (Grad-CAM)", render.paragraph(_explanation_text(summary))
+                         + (render.html_table(_BORDER_HEADER, _border_rows(summary)) if "border_share" in summary else "")
+                         + heatmap_gallery_html(explanations, report)))
     if report.get("exports"):
         sections.append(("Exports", render.paragraph(_EXPORTS_TEXT) + render.html_table(*_exports_table(report["exports"]), 2)
                          + "".join(render.paragraph(f"{record['name']}: {note}", "note") for record in report["exports"]
@@ -419,5 +489,5 @@ def write_run_report(run_dir: str | os.PathLike) -> dict:
             if sites:
                 info["site_operating_points"] = sites
         folder.write_model_info(info)
-    folder.write_report(report, render_run_markdown(report), render_run_html(report))
+    folder.write_report(report, render_run_markdown(report), render_run_html(report, folder.read_explanations()))
     return report

@@ -14,6 +14,7 @@ renamed over the target). A run folder (schema version `SCHEMA_VERSION`):
     model.keras        the trained model (raw RGB pixels in, probabilities out)
     model.json         what using it needs: class names, image size, temperature, operating point
                        (`tfx_transfer.predict`)
+    explanations.npz   Grad-CAM heatmaps over a few test images, border shares (`tfx_transfer.explain`)
     export/            exported models (`tfx-transfer export`) and export.json, their parity results
     training/          checkpoints and best weights (`member-N/` per ensemble member); removed
                        once the run has finished, unless kept (`--keep-checkpoints`)
@@ -120,6 +121,7 @@ class RunFolder:
     model_file = property(lambda self: self.path / "model.keras")
     model_info_file = property(lambda self: self.path / "model.json")
     training_dir = property(lambda self: self.path / "training")
+    explanations_file = property(lambda self: self.path / "explanations.npz")
     export_dir = property(lambda self: self.path / "export")
     exports_file = property(lambda self: self.path / "export" / "export.json")
     report_file = property(lambda self: self.path / "report.json")
@@ -206,6 +208,19 @@ class RunFolder:
 
     def read_predictions(self) -> dict:
         with np.load(self.predictions_file, allow_pickle=False) as saved:
+            return {key: saved[key] for key in saved.files}
+
+    def write_explanations(self, arrays: dict) -> None:
+        """explanations.npz: the Grad-CAM thumbnails and border shares the report shows."""
+        temporary = self.path / ".explanations.tmp.npz"
+        np.savez_compressed(temporary, **arrays)
+        os.replace(temporary, self.explanations_file)
+
+    def read_explanations(self) -> dict:
+        """The arrays of explanations.npz; {} when the run has none."""
+        if not self.explanations_file.is_file():
+            return {}
+        with np.load(self.explanations_file, allow_pickle=False) as saved:
             return {key: saved[key] for key in saved.files}
 
     def save_model(self, model) -> None:
