@@ -111,3 +111,10 @@ def test_predict_for_an_unknown_site_names_the_known_ones(run_copy, brighter_sit
         load_run(run_copy).predict(brighter_site, site="line3")
     assert main(["predict", str(run_copy), str(brighter_site), "--site", "line3", "--out", str(run_copy / "p.csv")]) == 2
     assert "Sites: line9" in capsys.readouterr().err
+
+
+def test_a_folder_without_a_model_or_a_missing_sample_is_explained(run_copy, tmp_path, capsys):
+    assert main(["recalibrate", str(tmp_path / "empty"), "--data", str(tmp_path)]) == 2
+    assert "has no trained model to use: model.keras, model.json missing" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        recalibrate(run_copy, tmp_path / "nowhere")

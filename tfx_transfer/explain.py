@@ -7,7 +7,7 @@ apart: the layers before the backbone, a model of the backbone with two outputs 
 block's activations and its own output), then the pooling and the head's last Dense layer by hand.
 The class score differentiated is the class's logit minus the mean logit (before the softmax,
 which saturates on confident images and would leave no gradient; against the mean, because a
-softmax decides on differences of logits). An ensemble's heatmap is the mean of its members'.
+softmax decides on differences of logits). An ensemble's heatmap is the mean of its members' (each scaled to [0, 1]).
 
 The target is one of the backbone's named blocks (`tfx_transfer.backbones`), by default the last
 block before pooling; on small images, where that block's map is coarser than `MIN_CELLS` cells a
@@ -136,15 +136,19 @@ def gradcam(model, images, class_index=None, block: str | None = None, method: s
             classes = np.asarray(model(batch, training=False)).argmax(axis=1)
         else:
             classes = np.broadcast_to(np.asarray(class_index), (len(images),))[start:start + len(batch)]
-        total = 0.0
-        for before, probe, pool, dense in members:
-            total += _member_maps(batch, classes, before, probe, pool, dense, method)
-        heat = total / len(members)
+        # Each member's maps scaled to [0, 1] first: members count alike, whatever their gradients' scale.
+        heat = np.mean([_normalised(_member_maps(batch, classes, before, probe, pool, dense, method))
+                        for before, probe, pool, dense in members], axis=0)
         if upsample:
             heat = tf.image.resize(tf.constant(heat)[..., None], (height, width), method="bilinear")[..., 0].numpy()
-        peak = heat.reshape(len(heat), -1).max(axis=1).reshape(-1, 1, 1)
-        maps.append(np.where(peak > 0, heat / np.where(peak > 0, peak, 1.0), 0.0))
+        maps.append(_normalised(heat))
     return np.concatenate(maps).astype("float32")
+
+
+def _normalised(maps: np.ndarray) -> np.ndarray:
+    """Each map divided by its maximum (an all-zero map stays zero)."""
+    top = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, *([1] * (maps.ndim - 1)))
+    return np.where(top > 0, maps / np.where(top > 0, top, 1.0), 0.0)
 
 
 def _member_maps(batch, classes, before, probe, pool, dense, method):
