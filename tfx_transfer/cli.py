@@ -228,6 +228,19 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe(args: argparse.Namespace) -> int:
+    from tfx_transfer.probe import probe
+    from tfx_transfer.recipe import load_recipe
+    from tfx_transfer.runner import default_out
+
+    out = args.out or default_out(load_recipe(args.recipe), "-probe")
+    record = probe(args.recipe, data=args.data, quick=args.quick, overrides=args.overrides, out=out, verify=args.verify)
+    if record.get("verification"):
+        print(record["verification"]["text"])
+    print(f"Report: {Path(out) / 'report.html'}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from tfx_transfer.comparison import find_run_dirs, write_comparison_report
     from tfx_transfer.report import headline, write_run_report
@@ -365,11 +378,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(runner)
     runner.set_defaults(func=_run)
 
+    prober = commands.add_parser("probe", parents=[common], help="which blocks to unfreeze: a linear probe at every block "
+                                 "of the backbone, scored on validation")
+    prober.add_argument("recipe", help="a recipe file, or the name of a built-in recipe")
+    _recipe_options(prober)
+    prober.add_argument("--verify", action="store_true", help="fine-tune at the advised depth and one block either "
+                        "side, and report whether the advice held")
+    prober.set_defaults(func=_probe)
+
     comparer = commands.add_parser("compare", parents=[common], help="compare strategies at several training-set sizes")
     comparer.add_argument("recipe", help="a recipe file, or the name of a built-in recipe")
     _recipe_options(comparer)
     comparer.add_argument("--strategies", default="scratch,feature_extraction,fine_tune",
-                          help="comma-separated; fine_tune:N unfreezes N blocks (default: %(default)s)")
+                          help="comma-separated; fine_tune:N unfreezes N blocks, fine_tune:auto as many as the "
+                          "probes advise (default: %(default)s)")
     comparer.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="shares of the training split (default: %(default)s)")
     comparer.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default: %(default)s)")
     comparer.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's training/ folder")

@@ -23,16 +23,23 @@ from tfx_transfer.runner import as_recipe, data_digest, default_out, prepare_dat
 from tfx_transfer.splits import nested_subset
 
 
+#: `fine_tune:auto`'s placeholder, replaced by the probes' advice before any run.
+AUTO = "auto"
+
+
 def parse_strategies(text) -> list[tuple[str, dict]]:
-    """`scratch,feature_extraction,fine_tune:2,fine_tune:6` -> [(item, recipe overrides), ...]."""
+    """`scratch,feature_extraction,fine_tune:2,fine_tune:auto` -> [(item, recipe overrides), ...]."""
     items = text.split(",") if isinstance(text, str) else list(text)
     parsed = []
     for item in (i.strip() for i in items if i.strip()):
         name, _, blocks = item.partition(":")
         overrides = {"training.strategy": name}
-        if blocks:
+        if blocks == "auto" and name == "fine_tune":
+            overrides["training.unfreeze_blocks"] = AUTO  # chosen by tfx_transfer.probe in `compare`
+        elif blocks:
             if not blocks.isdigit():
-                raise ValueError(f"Expected strategy[:unfrozen_blocks], e.g. fine_tune:4. Received: {item!r}")
+                raise ValueError(f"Expected strategy[:unfrozen_blocks], e.g. fine_tune:4 or fine_tune:auto. "
+                                 f"Received: {item!r}")
             overrides["training.unfreeze_blocks"] = int(blocks)
         parsed.append((item, overrides))
     if not parsed:
@@ -59,7 +66,9 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
 
     Args:
         recipe: A `Recipe` or a recipe file.
-        strategies: Comma-separated strategies; `fine_tune:N` is fine-tuning with N blocks unfrozen.
+        strategies: Comma-separated strategies; `fine_tune:N` is fine-tuning with N blocks unfrozen,
+            `fine_tune:auto` with as many as the layer-wise probes advise (`tfx_transfer.probe`; their
+            report goes to `out/probe`).
         fractions: Shares of the training split, e.g. `[0.1, 0.25, 0.5, 1.0]`.
         seeds: Seeds 0..seeds-1; each changes the subset, the head's initial weights and data order.
         data, overrides, out, quick: As in `run`.
@@ -89,6 +98,7 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
     if stale not in ("refuse", "set_aside"):
         raise ValueError(f"stale must be 'refuse' or 'set_aside'. Received: stale={stale!r}")
     prepared = prepare_data(recipe, data, scan_cache=out / "scan.json")
+    variants = [(item, _resolve_auto(variant, recipe, prepared, out, verbose, log)) for item, variant in variants]
     run_dirs = []
     total = (len(variants) * len(fractions) - len(set(largest_only)) * (len(fractions) - 1)) * int(seeds)
     for seed in range(int(seeds)):
@@ -124,6 +134,22 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
                 log(f"[{len(run_dirs)}/{total}] {run_dir.name}: {primary['name']} "
                     f"{_format(primary['value'])}, {result.report['timing']['total_seconds']:.0f} s")
     return write_comparison_report(out, run_dirs)
+
+
+def _resolve_auto(variant: dict, recipe, prepared, out: Path, verbose: int, log) -> dict:
+    """`fine_tune:auto` becomes the probes' advice (`tfx_transfer.probe`), written to `out/probe`."""
+    if variant.get("training.unfreeze_blocks") != AUTO:
+        return variant
+    from tfx_transfer.probe import probe_prepared, render_html, render_markdown
+    from tfx_transfer.run_folder import write_report_files
+
+    record = probe_prepared(recipe, prepared, verbose, log)
+    write_report_files(out / "probe", record, render_markdown(record), render_html(record))
+    advice = record["advice"]
+    if advice["unfreeze_blocks"] == 0:
+        return {"training.strategy": "feature_extraction"}
+    return {"training.strategy": "fine_tune", "training.unfreeze_blocks": advice["unfreeze_blocks"],
+            "training.unfreeze_from": None}
 
 
 def _data_changes(folder: RunFolder, prepared, recipe, fraction: float) -> list[str]:
