@@ -109,7 +109,9 @@ def _taught(backbone, weights, size, border=False, epochs=0):
     images, labels, _ = _patch_data(240, size, 0, border)
     model = build_classifier(backbone, 2, weights, size, 0.0, seed=0, train_batchnorm=weights is None)
     if weights is None:
-        for layer in (model, find_backbone(model)[0]):
+        # Every layer, BatchNorm included (setting `trainable` on a Keras 3 model leaves layers
+        # that were frozen one by one frozen).
+        for layer in find_backbone(model)[0].layers:
             layer.trainable = True
         model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
         model.fit(images, labels, epochs=epochs, batch_size=16, verbose=0)
@@ -126,6 +128,9 @@ def _taught(backbone, weights, size, border=False, epochs=0):
     ("mobilenet_v2", "imagenet", 224, 0),
     ("xception", "imagenet", 224, 0),
     ("resnet50", None, 96, 8),  # no offline ImageNet weights: trained from scratch
+    # efficientnet_b0 (no offline weights either) trained from scratch the same way reaches test
+    # accuracy 1.0, but its peak falls in the patch for only about half the images at any block:
+    # left out until it can be taught differently (issue 19 stays open for it).
 ])
 def test_the_peak_falls_in_the_patch_that_decides_the_class(backbone, weights, size, epochs):
     model = _taught(backbone, weights, size, epochs=epochs)
