@@ -19,7 +19,7 @@ def test_parse_strategies_and_fractions_explain_bad_input():
     assert parse_strategies("scratch,fine_tune:4") == [
         ("scratch", {"training.strategy": "scratch"}),
         ("fine_tune:4", {"training.strategy": "fine_tune", "training.unfreeze_blocks": 4})]
-    with pytest.raises(ValueError, match=r"Expected strategy\[:unfrozen_blocks\], e.g. fine_tune:4. Received: 'fine_tune:x'"):
+    with pytest.raises(ValueError, match=r"Expected strategy\[:unfrozen_blocks\], e.g. fine_tune:4 or fine_tune:auto. Received: 'fine_tune:x'"):
         parse_strategies("fine_tune:x")
     with pytest.raises(ValueError, match=r"Fractions must be in \(0, 1\]"):
         parse_fractions("0,1")
