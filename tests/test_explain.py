@@ -127,7 +127,7 @@ def _taught(backbone, weights, size, border=False, epochs=0):
 @pytest.mark.parametrize(("backbone", "weights", "size", "epochs"), [
     ("mobilenet_v2", "imagenet", 224, 0),
     ("xception", "imagenet", 224, 0),
-    ("resnet50", None, 96, 8),  # no offline ImageNet weights: trained from scratch
+    ("resnet50", None, 64, 8),  # no offline ImageNet weights: trained from scratch
     # efficientnet_b0 (no offline weights either) trained from scratch the same way reaches test
     # accuracy 1.0, but its peak falls in the patch for only about half the images at any block:
     # left out until it can be taught differently (issue 19 stays open for it).
