@@ -75,6 +75,17 @@ def target_block(model, block: str | None = None, min_cells: int = MIN_CELLS) ->
     return fine_enough[-1] if fine_enough else list(outputs)[-1]
 
 
+def layers_before_backbone(classifier) -> list:
+    """The layers between a classifier's input and its backbone ([Grayscale,] ImagePreprocessing), in order."""
+    import keras
+
+    from tfx_transfer.model import find_backbone
+
+    layers = list(classifier.layers)
+    return [layer for layer in layers[:layers.index(find_backbone(classifier)[0])]
+            if not isinstance(layer, keras.layers.InputLayer)]
+
+
 def _classifier_parts(classifier, block: str):
     """`(before, probe, pool, dense)`: the layers before the backbone, a model of the backbone giving
     the block's activations and the backbone's output, the pooling, and the head's Dense layer."""
@@ -83,10 +94,9 @@ def _classifier_parts(classifier, block: str):
     from tfx_transfer.model import find_backbone
 
     backbone, spec = find_backbone(classifier)
-    layers = list(classifier.layers)
-    before = [layer for layer in layers[:layers.index(backbone)] if not isinstance(layer, keras.layers.InputLayer)]
+    before = layers_before_backbone(classifier)
     probe = keras.Model(backbone.inputs, [block_outputs(backbone, spec)[block].output, backbone.output])
-    names = {layer.name: layer for layer in layers}
+    names = {layer.name: layer for layer in classifier.layers}
 
     def pool(features):
         if "pool_avg" in names:  # avg_max: both, concatenated

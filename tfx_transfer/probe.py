@@ -45,7 +45,7 @@ def block_features(classifier, table, indices, image_size, verbose: int = 0) -> 
     import keras
 
     from tfx_transfer.data import make_dataset
-    from tfx_transfer.explain import block_outputs
+    from tfx_transfer.explain import block_outputs, layers_before_backbone
     from tfx_transfer.features import data_key, model_key
     from tfx_transfer.model import find_backbone
     from tfx_transfer.weights import cache_dir
@@ -56,10 +56,8 @@ def block_features(classifier, table, indices, image_size, verbose: int = 0) -> 
                                            for name, layer in outputs.items()])
     inputs = keras.Input(classifier.input_shape[1:], dtype=classifier.inputs[0].dtype, name="image")
     x = inputs
-    layers = list(classifier.layers)
-    for layer in layers[:layers.index(backbone)]:
-        if not isinstance(layer, keras.layers.InputLayer):
-            x = layer(x)
+    for layer in layers_before_backbone(classifier):
+        x = layer(x)
     extractor = keras.Model(inputs, pooled(x, training=False), name="block_probe")
     key = hashlib.sha1(json.dumps({"model": model_key(extractor), "data": data_key(table, indices)}).encode()).hexdigest()
     path = cache_dir() / "probes" / f"{key}.npz"

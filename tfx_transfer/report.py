@@ -96,11 +96,12 @@ def _explanation_summary(arrays: dict, class_names: list[str]) -> dict | None:
     if "border_share" in arrays:
         summary["border_baseline"] = float(arrays["border_baseline"])
         summary["border_block"] = str(arrays["border_block"])
-        summary["border_share"] = {
-            name: {"images": int((arrays["border_class"] == k).sum()),
-                   "mean": float(np.nanmean(arrays["border_share"][arrays["border_class"] == k]))
-                   if (arrays["border_class"] == k).any() else None}
-            for k, name in enumerate(class_names)}
+        summary["border_share"] = {}
+        for k, name in enumerate(class_names):
+            shares = arrays["border_share"][arrays["border_class"] == k]
+            heated = shares[np.isfinite(shares)]  # a map without any heat has no share
+            summary["border_share"][name] = {"images": int(len(shares)), "without_heat": int(len(shares) - len(heated)),
+                                             "mean": float(heated.mean()) if len(heated) else None}
     return summary
 
 

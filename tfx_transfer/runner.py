@@ -208,22 +208,22 @@ def train_config(recipe: Recipe, class_names: list[str]):
     )
 
 
-def _add_explanations(folder: RunFolder, model, table, test_indices, image_size, report: dict, seed: int) -> dict:
-    """Grad-CAM over a few test images into explanations.npz, and the report again with them. A
-    failure costs the heatmaps only, never the finished run (a warning says why)."""
+def _add_explanations(folder: RunFolder, model, table, test_indices, image_size, seed: int) -> None:
+    """Grad-CAM over the test images the report will show, into explanations.npz (before the
+    report is written, so that it shows them). A failure costs the heatmaps only, never the
+    finished run (a warning says why)."""
     from tfx_transfer.explain import explain_test_images
-    from tfx_transfer.report import write_run_report
+    from tfx_transfer.report import build_run_report
 
     try:
-        arrays = explain_test_images(model, table, test_indices, image_size, report, folder.read_predictions(), seed)
+        arrays = explain_test_images(model, table, test_indices, image_size, build_run_report(folder.path),
+                                     folder.read_predictions(), seed)
     except Exception as error:  # noqa: BLE001 (any failure here must not lose the trained run)
         warnings.warn(f"Grad-CAM heatmaps were not made ({type(error).__name__}: {error}); the run's results are "
                       "unaffected.", stacklevel=2)
-        return report
-    if not arrays:
-        return report
-    folder.write_explanations(arrays)
-    return write_run_report(folder.path)
+        return
+    if arrays:
+        folder.write_explanations(arrays)
 
 
 #: Training images whose paths a run keeps (predictions.npz `train_sample_paths`) for int8 export.
@@ -364,9 +364,9 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
         "versions": versions(),
     }
     folder.write_facts(facts)
-    report = write_run_report(out)
     if not table.multi_label:
-        report = _add_explanations(folder, result.model, table, splits.test, config.image_size, report, recipe.training.seed)
+        _add_explanations(folder, result.model, table, splits.test, config.image_size, recipe.training.seed)
+    report = write_run_report(out)
     if not keep_checkpoints:  # the model is kept; checkpoints only serve an unfinished run
         shutil.rmtree(folder.training_dir, ignore_errors=True)
     return RunResult(out, report)
