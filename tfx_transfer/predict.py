@@ -82,11 +82,6 @@ class LoadedRun:
     def operating_point(self) -> OperatingPoint:
         return OperatingPoint(**self.info["operating_point"])
 
-    @property
-    def sites(self) -> list[str]:
-        """The sites `tfx-transfer recalibrate` chose an operating point for."""
-        return sorted(self.info.get("site_operating_points", {}))
-
     def decision_rule(self, site: str | None = None) -> tuple[OperatingPoint, list[float] | None]:
         """`(operating point, review band)` of the run (`site=None`) or of a recalibrated site.
 
