@@ -141,3 +141,33 @@ def write_overlapping_parts(root: Path, count: int = 40, shift: float = 0) -> Pa
             pixels = np.clip(mean + rng.normal(0, 25, (36, 40, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(root / name / f"part{i:02d}.png")
     return root
+
+
+def textured_part(rng, size: int = 64) -> np.ndarray:
+    """A clean part: a grey woven texture (two crossing sinusoids, random phase) with sensor noise."""
+    y, x = np.mgrid[0:size, 0:size]
+    phase = rng.uniform(0, 2 * np.pi, 2)
+    texture = 120 + 25 * np.sin(x / 2.0 + phase[0]) + 25 * np.sin(y / 3.0 + phase[1])
+    return np.clip(texture[..., None] + rng.normal(0, 6, (size, size, 3)), 0, 255).astype(np.uint8)
+
+
+def add_scratch(pixels: np.ndarray, rng) -> np.ndarray:
+    """A thin bright diagonal scratch, 12-20 pixels long, anywhere on the part."""
+    size = pixels.shape[0]
+    length = int(rng.integers(12, 21))
+    row, column = rng.integers(4, size - length - 4, 2)
+    scratched = pixels.copy()
+    for step in range(length):
+        scratched[row + step, column + step:column + step + 2] = 250
+    return scratched
+
+
+def write_scratched_textures(root: Path, good: int = 40, scratched: int = 16, size: int = 64, seed: int = 0) -> Path:
+    """`root/{good,scratched}/partNN.png`: woven textures, and the same kind with a planted scratch."""
+    rng = np.random.default_rng(seed)
+    for name, count in (("good", good), ("scratched", scratched)):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = textured_part(rng, size)
+            Image.fromarray(add_scratch(pixels, rng) if name == "scratched" else pixels).save(root / name / f"part{i:02d}.png")
+    return root

@@ -231,25 +231,12 @@ BORDER_SAMPLE = 100
 THUMBNAIL_SIDE = 128
 
 
-def explain_test_images(model, table, test_indices, image_size, report: dict, predictions: dict, seed: int = 0) -> dict:
-    """What a run's report shows of Grad-CAM, as arrays for `RunFolder.write_explanations`.
-
-    Heatmaps (of the predicted class) over the report's confidently wrong test images and the
-    `CORRECT_PER_CLASS` most confident correct ones per class, as thumbnails; and, for two-class
-    runs, the border share of up to `BORDER_SAMPLE` test images per predicted class.
-
-    Args:
-        model: The run's model.
-        table: The run's images; `test_indices` its test rows, in the order of predictions.npz.
-        image_size: The model's `(height, width)`.
-        report: The run's report: the gallery, the temperature and the operating point.
-        predictions: predictions.npz of the run (`test_true`, `test_score`).
-        seed: Seed of the border-share sample.
-    """
-    from PIL import Image
-
+def rows_to_explain(report: dict, predictions: dict, seed: int = 0) -> tuple[list[int], list[int], np.ndarray]:
+    """`(gallery, sampled, decided)`: the test rows whose maps the report shows (its confidently wrong
+    images, then the `CORRECT_PER_CLASS` most confident right ones per class), the rows sampled for
+    border shares (up to `BORDER_SAMPLE` per predicted class, two-class runs only), and every test
+    image's decided class."""
     from tfx_transfer.calibration import apply_temperature
-    from tfx_transfer.data import make_dataset
     from tfx_transfer.metrics import OperatingPoint
 
     point = OperatingPoint(**report["metrics"]["operating_point"])
@@ -267,6 +254,54 @@ def explain_test_images(model, table, test_indices, image_size, report: dict, pr
         for k in range(2):
             rows = np.flatnonzero(decided == k)
             sampled += sorted(rng.choice(rows, min(len(rows), BORDER_SAMPLE), replace=False).tolist())
+    return list(dict.fromkeys(gallery)), sampled, decided
+
+
+def explanation_arrays(gallery: list[int], decided: np.ndarray, pixels_of: dict, cells_of: dict, block: str,
+                       method: str, image_side: int) -> dict:
+    """explanations.npz's gallery arrays: thumbnails of each gallery row's pixels and its map (in [0, 1])."""
+    from PIL import Image
+
+    side = min(THUMBNAIL_SIDE, int(image_side))
+
+    def thumbnail(array):
+        return np.asarray(Image.fromarray(array).resize((side, side), Image.BILINEAR))
+
+    return {
+        "block": np.array(block), "method": np.array(method),
+        "gallery_index": np.array(gallery, dtype=int),
+        "gallery_pixels": np.stack([thumbnail(pixels_of[i]) for i in gallery]) if gallery else
+        np.zeros((0, side, side, 3), "uint8"),
+        "gallery_heat": np.stack([thumbnail((cells_of[i] * 255).astype("uint8")) for i in gallery]) if gallery else
+        np.zeros((0, side, side), "uint8"),
+        "gallery_class": decided[gallery] if gallery else np.zeros(0, int),
+    }
+
+
+def border_arrays(sampled: list[int], decided: np.ndarray, cells: np.ndarray, block: str) -> dict:
+    """explanations.npz's border shares of the sampled rows (`cells`: their maps, in that order)."""
+    return {"border_block": np.array(block), "border_index": np.array(sampled, dtype=int),
+            "border_class": decided[sampled], "border_share": border_share(cells),
+            "border_baseline": np.array(float(border_share(np.ones((1, *cells.shape[1:])))[0]))}
+
+
+def explain_test_images(model, table, test_indices, image_size, report: dict, predictions: dict, seed: int = 0) -> dict:
+    """What a run's report shows of Grad-CAM, as arrays for `RunFolder.write_explanations`.
+
+    Heatmaps (of the predicted class) over the test rows of `rows_to_explain`, as thumbnails; and,
+    for two-class runs, the border share of the sampled rows.
+
+    Args:
+        model: The run's model.
+        table: The run's images; `test_indices` its test rows, in the order of predictions.npz.
+        image_size: The model's `(height, width)`.
+        report: The run's report: the gallery, the temperature and the operating point.
+        predictions: predictions.npz of the run (`test_true`, `test_score`).
+        seed: Seed of the border-share sample.
+    """
+    from tfx_transfer.data import make_dataset
+
+    gallery, sampled, decided = rows_to_explain(report, predictions, seed)
     chosen = np.array(sorted(set(gallery) | set(sampled)), dtype=int)
     if len(chosen) == 0:
         return {}
@@ -275,29 +310,12 @@ def explain_test_images(model, table, test_indices, image_size, report: dict, pr
     block = target_block(model)
     cells = gradcam(model, pixels, decided[chosen], block=block, upsample=False)
     row_of = {int(index): row for row, index in enumerate(chosen)}
-    side = min(THUMBNAIL_SIDE, int(image_size[0]))
-
-    def thumbnail(array, resample):
-        return np.asarray(Image.fromarray(array).resize((side, side), resample))
-
-    gallery = list(dict.fromkeys(gallery))
-    heat = [thumbnail((cells[row_of[i]] * 255).astype("uint8"), Image.BILINEAR) for i in gallery]
-    record = {
-        "block": np.array(block), "method": np.array("gradcam"),
-        "gallery_index": np.array(gallery, dtype=int),
-        "gallery_pixels": np.stack([thumbnail(pixels[row_of[i]], Image.BILINEAR) for i in gallery]) if gallery else
-        np.zeros((0, side, side, 3), "uint8"),
-        "gallery_heat": np.stack(heat) if heat else np.zeros((0, side, side), "uint8"),
-        "gallery_class": decided[gallery] if gallery else np.zeros(0, int),
-    }
+    record = explanation_arrays(gallery, decided, {i: pixels[row_of[i]] for i in gallery},
+                                {i: cells[row_of[i]] for i in gallery}, block, "gradcam", image_size[0])
     if sampled:
         border_block = target_block(model, min_cells=BORDER_MIN_CELLS)
         rows = [row_of[i] for i in sampled]
         fine = cells[rows] if border_block == block else gradcam(model, pixels[rows], decided[sampled],
                                                                  block=border_block, upsample=False)
-        record["border_block"] = np.array(border_block)
-        record["border_index"] = np.array(sampled, dtype=int)
-        record["border_class"] = decided[sampled]
-        record["border_share"] = border_share(fine)
-        record["border_baseline"] = np.array(float(border_share(np.ones((1, *fine.shape[1:])))[0]))
+        record.update(border_arrays(sampled, decided, fine, border_block))
     return record

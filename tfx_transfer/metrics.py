@@ -9,6 +9,9 @@ unchanged to test, so the test numbers are what a deployed model would do:
     argmax          the most probable class
     target_recall   two classes: the highest threshold on the positive class's probability whose
                     validation recall (sensitivity, defect recall) reaches the target
+    good_quantile   two classes, no positive image in validation (a line that has only good parts
+                    yet): a quantile of the negative (good) validation images' positive-class
+                    scores, so about 1 - quantile of good parts are flagged
 
 Metrics that are undefined on the data at hand (ROC-AUC with one class in `y_true`) are None,
 with the reason in `notes`, never a crash or a silent 0.5.
@@ -34,12 +37,13 @@ class OperatingPoint:
     """How scores become class decisions.
 
     Attributes:
-        kind: `argmax` or `target_recall`.
+        kind: `argmax`, `target_recall` or `good_quantile`.
         threshold: For `target_recall`, the positive-class probability at or above which an
             image is called positive; None for argmax.
         positive_index: The positive class for `target_recall` (and for sensitivity/specificity).
         target_recall: The recall asked for.
         validation_recall: The recall the threshold gave on validation.
+        quantile: For `good_quantile`, the quantile of the good validation scores.
     """
 
     kind: str = "argmax"
@@ -47,6 +51,7 @@ class OperatingPoint:
     positive_index: int | None = None
     target_recall: float | None = None
     validation_recall: float | None = None
+    quantile: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,12 +66,13 @@ class OperatingPoint:
 
 
 def choose_operating_point(y_true, y_score, kind: str = "argmax", positive_index: int | None = None,
-                           target_recall: float = 0.9) -> OperatingPoint:
+                           target_recall: float = 0.9, good_quantile: float | None = None) -> OperatingPoint:
     """Chooses the operating point on validation data.
 
     For `target_recall`, among the thresholds that reach the target recall of the positive class,
-    the highest (fewest false positives) is taken. With no positive image in `y_true` the point
-    falls back to argmax, with a warning.
+    the highest (fewest false positives) is taken. With no positive image in `y_true`, the
+    threshold is the `good_quantile` quantile of the negative images' positive-class scores
+    (`good_quantile` point) when one is given, else the point falls back to argmax, with a warning.
     """
     if kind == "argmax":
         return OperatingPoint("argmax", positive_index=positive_index)
@@ -79,6 +85,13 @@ def choose_operating_point(y_true, y_score, kind: str = "argmax", positive_index
             f"{y_score.shape[1]} classes, positive_index={positive_index!r}"
         )
     positive_scores = np.sort(y_score[y_true == positive_index, positive_index])[::-1]
+    if len(positive_scores) == 0 and good_quantile is not None:
+        negatives = y_score[y_true != positive_index, positive_index]
+        if len(negatives) == 0:
+            raise ValueError("The validation split holds no image at all: no operating point can be chosen. "
+                             "Give data.validation_split a share above 0.")
+        threshold = float(np.quantile(negatives, good_quantile, method="higher"))
+        return OperatingPoint("good_quantile", threshold, positive_index, target_recall, None, good_quantile)
     if len(positive_scores) == 0:
         warnings.warn("No positive image in the validation split: operating point falls back to argmax.", stacklevel=2)
         return OperatingPoint("argmax", positive_index=positive_index, target_recall=target_recall)

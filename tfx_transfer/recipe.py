@@ -1,6 +1,6 @@
 """Recipes: a YAML file that says what to train on what, validated into a frozen `Recipe`.
 
-A recipe is data, never code (`yaml.safe_load`). It has five sections, and any field can be
+A recipe is data, never code (`yaml.safe_load`). It has six sections, and any field can be
 changed from the command line with `--set section.field=value` (or `--set field=value` when the
 name is unique):
 
@@ -9,6 +9,7 @@ name is unique):
     training       strategy and its schedule (the fields of `TrainConfig`), ensemble size
     augmentation   a domain policy, parameter overrides and forced operations with reasons
     evaluation     the primary metric and the operating point
+    anomaly        the anomaly strategy's patch features and memory bank
 
 `quick` holds overrides for smoke runs (`tfx-transfer demo --quick`, `run --quick`).
 
@@ -61,6 +62,7 @@ TrainingSection = _section_class(
     "seeds and average (`tfx_transfer.ensemble`); `feature_extraction` trains one whatever it says.")
 AugmentationSection = _section_class("augmentation", "A domain policy, parameter overrides and forced operations.")
 EvaluationSection = _section_class("evaluation", "The primary metric, the operating point and test-time views.")
+AnomalySection = _section_class("anomaly", "The `anomaly` strategy's patch features and memory bank (`tfx_transfer.anomaly`).")
 
 SECTIONS = {
     "data": DataSection,
@@ -68,6 +70,7 @@ SECTIONS = {
     "training": TrainingSection,
     "augmentation": AugmentationSection,
     "evaluation": EvaluationSection,
+    "anomaly": AnomalySection,
 }
 
 
@@ -89,6 +92,7 @@ class Recipe:
     training: TrainingSection = field(default_factory=TrainingSection)
     augmentation: AugmentationSection = field(default_factory=AugmentationSection)
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
+    anomaly: AnomalySection = field(default_factory=AnomalySection)
     quick: dict = field(default_factory=dict)
     path: str | None = None
 
@@ -279,7 +283,14 @@ def recipe_changes(written: str | os.PathLike, recipe: Recipe) -> list[str]:
     # default (new fields keep the old behaviour as their default), so it is not a change.
     defaults = _fields(yaml.safe_load(yaml.safe_dump({section: setting_defaults(section) for section in SECTIONS})))
     before = {**{key: value for key, value in defaults.items() if key not in before}, **before}
-    ignored = ("quick", "description") + (FINE_TUNING_FIELDS if recipe.training.strategy in ("scratch", "feature_extraction") else ())
+    strategy = recipe.training.strategy
+    ignored = ("quick", "description") + (FINE_TUNING_FIELDS if strategy in ("scratch", "feature_extraction") else ())
+    # Settings the run's strategy never reads are not changes to it.
+    if strategy == "anomaly":  # no training schedule, no augmentation: a memory bank of good patches
+        ignored += ("augmentation.",) + tuple(f"training.{name}" for name in setting_defaults("training")
+                                             if name not in ("strategy", "seed", "batch_size"))
+    else:
+        ignored += ("anomaly.",)
     return [f"{key}: {before.get(key)!r} there, {now.get(key)!r} now" for key in sorted(set(before) | set(now))
             if not key.startswith(ignored) and before.get(key) != now.get(key)]
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from tfx_transfer import render
+from tfx_transfer.anomaly import describe as describe_anomaly
 from tfx_transfer.calibration import calibrate
 from tfx_transfer.explain import BORDER_MARGIN
 from tfx_transfer.metrics import choose_operating_point, classification_metrics, multilabel_metrics, threshold_band
@@ -61,7 +62,8 @@ def build_run_report(run_dir: str | os.PathLike) -> dict:
     calibration, val_score, test_score = calibrate(predictions["val_true"], predictions["val_score"],
                                                    predictions["test_true"], predictions["test_score"], positive)
     predictions = dict(predictions, val_score=val_score, test_score=test_score)
-    point = choose_operating_point(predictions["val_true"], val_score, kind, positive, evaluation["target_recall"])
+    point = choose_operating_point(predictions["val_true"], val_score, kind, positive, evaluation["target_recall"],
+                                   evaluation.get("good_quantile", 0.99))
     primary = evaluation["primary_metric"]
     test = classification_metrics(predictions["test_true"], test_score, class_names, point, primary,
                                   evaluation.get("bootstrap", 1000), seed=facts.get("seed", 0))
@@ -113,9 +115,18 @@ def _border_rows(summary: dict) -> list[list[str]]:
 _BORDER_HEADER = ["predicted class", "test images", "heat in the border", "if spread evenly"]
 
 
+def _explanation_title(summary: dict) -> str:
+    return "Where the parts look unlike good ones (anomaly maps)" if summary["method"] == "anomaly_map" else \
+        "Where the model looks (Grad-CAM)"
+
+
 def _explanation_text(summary: dict) -> str:
-    text = (f"Grad-CAM at the backbone's block {summary['block']}: red is where the evidence for the predicted class "
-            "lies. ")
+    if summary["method"] == "anomaly_map":
+        text = (f"Anomaly maps from blocks {summary['block']}: red is where patches lie far from every good patch in the "
+                "memory bank, on one scale for all images (so a good part stays calm). ")
+    else:
+        text = (f"Grad-CAM at the backbone's block {summary['block']}: red is where the evidence for the predicted "
+                "class lies. ")
     if "border_share" in summary:
         text += (f"The table gives the share of that heat in the border (the outer {BORDER_MARGIN:.0%} of each side; "
                  f"measured at block {summary['border_block']}, whose finer map keeps heat at the edge where it is); "
@@ -304,6 +315,7 @@ def _metric_rows(report: dict) -> list[list[str]]:
 def _facts_rows(report: dict) -> list[list[str]]:
     data = report["data"]
     augmentation = report.get("augmentation") or {"policy": "none"}
+    trained_by_steps = not report.get("anomaly")
     return [
         ["recipe", report["recipe"]], ["strategy", report.get("label", report["strategy"])],
         ["backbone", report["backbone"]], ["weights", report["weights"]["source"]],
@@ -315,13 +327,14 @@ def _facts_rows(report: dict) -> list[list[str]]:
         *([["image weights", f"{data['image_weights']['column']}: {data['image_weights']['train_below_1']} training "
                              f"images below 1, mean {data['image_weights']['train_mean']:.3f}"]]
           if data.get("image_weights") else []),
-        ["augmentation", ", ".join(f"{k}={v}" for k, v in augmentation.items())],
+        *([] if trained_by_steps else [["training", "none: a memory bank of good patches (see Anomaly detection)"]]),
+        *([["augmentation", ", ".join(f"{k}={v}" for k, v in augmentation.items())]] if trained_by_steps else []),
         ["scores", _scores_fact(report.get("evaluation") or {})],
         *([["ensemble", f"{report['ensemble']['size']} models trained alike from seeds "
                         f"{', '.join(map(str, report['ensemble']['member_seeds']))}; scores are their mean"]]
           if report.get("ensemble") else []),
-        ["trainable parameters", f"{report['trainable_params']:,}" + (" per model" if report.get("ensemble") else "")],
-        ["epochs (to best)", f"{report.get('epochs')} ({report.get('epochs_to_best')})"],
+        *([["trainable parameters", f"{report['trainable_params']:,}" + (" per model" if report.get("ensemble") else "")],
+           ["epochs (to best)", f"{report.get('epochs')} ({report.get('epochs_to_best')})"]] if trained_by_steps else []),
         ["time", f"{report['timing']['total_seconds']:.1f} s"],
         ["device", report["device"]],
         ["versions", ", ".join(f"{k} {v}" for k, v in report["versions"].items())],
@@ -341,9 +354,10 @@ def headline(report: dict) -> str:
     interval = "" if primary["low"] is None else f" (95% CI {primary['low']:.3f}-{primary['high']:.3f})"
     text = f"Test {primary['name']} {render.number(primary['value'])}{interval}"
     point = report["metrics"]["operating_point"]
-    if point["kind"] == "target_recall" and point["threshold"] is not None:
-        text += (f"; at the operating point chosen on validation (threshold {point['threshold']:.3f} for recall "
-                 f"{point['target_recall']:.2f}): sensitivity {render.number(report['metrics'].get('sensitivity'))}, "
+    if point["kind"] in ("target_recall", "good_quantile") and point["threshold"] is not None:
+        rule = (f"for recall {point['target_recall']:.2f}" if point["kind"] == "target_recall" else
+                f"the {point['quantile']:.1%} quantile of good images")
+        text += (f"; at the operating point chosen on validation (threshold {point['threshold']:.3f}, {rule}): sensitivity {render.number(report['metrics'].get('sensitivity'))}, "
                  f"specificity {render.number(report['metrics'].get('specificity'))}")
     return text + "."
 
@@ -361,9 +375,13 @@ def render_run_markdown(report: dict) -> str:
     if report.get("calibration"):
         lines += ["## Calibration (temperature scaling)", "", render.markdown_text(_calibration_text(report["calibration"])),
                   "", render.markdown_table(*_calibration_table(report["calibration"])), ""]
+    if report.get("anomaly"):
+        text, rows = describe_anomaly(report)
+        lines += ["## Anomaly detection (good parts only)", "", render.markdown_text(text), "",
+                  render.markdown_table(["", ""], rows), ""]
     if report.get("explanations"):
         summary = report["explanations"]
-        lines += ["## Where the model looks (Grad-CAM)", "", render.markdown_text(_explanation_text(summary)), ""]
+        lines += [f"## {_explanation_title(summary)}", "", render.markdown_text(_explanation_text(summary)), ""]
         if "border_share" in summary:
             lines += [render.markdown_table(_BORDER_HEADER, _border_rows(summary)), ""]
         lines += [f"Heatmaps over {len(summary['gallery'])} test images are in report.html.", ""]
@@ -444,9 +462,13 @@ def render_run_html(report: dict, explanations: dict | None = None) -> str:
                          + render.html_table(*_calibration_table(report["calibration"]))
                          + render.html_image(render.figure_to_data_uri(reliability_figure(report["calibration"])),
                                              "reliability diagram")))
+    if report.get("anomaly"):
+        text, rows = describe_anomaly(report)
+        sections.append(("Anomaly detection (good parts only)", render.paragraph(text)
+                         + render.html_table(["", ""], rows, numeric_from=2)))
     if report.get("explanations") and explanations:
         summary = report["explanations"]
-        sections.append(("Where the model looks (Grad-CAM)", render.paragraph(_explanation_text(summary))
+        sections.append((_explanation_title(summary), render.paragraph(_explanation_text(summary))
                          + (render.html_table(_BORDER_HEADER, _border_rows(summary)) if "border_share" in summary else "")
                          + heatmap_gallery_html(explanations, report)))
     if report.get("exports"):
@@ -476,6 +498,9 @@ def model_info(report: dict) -> dict:
         "operating_point": report["metrics"]["operating_point"],
         "review_band": report.get("review_band"),
         "test_time_views": report.get("evaluation", {}).get("test_time_views", 1),
+        # A classifier's model.keras gives probabilities; an anomaly run's gives patch features,
+        # scored against anomaly.npz (tfx_transfer.anomaly).
+        "model": "anomaly" if report.get("anomaly") else "classifier",
     }
 
 

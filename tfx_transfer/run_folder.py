@@ -10,11 +10,15 @@ renamed over the target). A run folder (schema version `SCHEMA_VERSION`):
     run.json           the run's facts: data counts, skipped files, weights, device, versions, timing
     history.json       one record per epoch
     predictions.npz    validation and test labels and probabilities, test file paths (and crop boxes),
-                       the paths of a sample of training images (int8 export calibrates on them)
-    model.keras        the trained model (raw RGB pixels in, probabilities out)
+                       the paths of a sample of training images (int8 export calibrates on them);
+                       an anomaly run's raw distances (`val_distance`, `test_distance`)
+    model.keras        the trained model (raw RGB pixels in, probabilities out); for the anomaly
+                       strategy, its patch-feature extractor (raw pixels in, patch features out)
+    anomaly.npz        anomaly strategy only: the memory bank and the distance-to-score map
     model.json         what using it needs: class names, image size, temperature, operating point
                        (`tfx_transfer.predict`)
-    explanations.npz   Grad-CAM heatmaps over a few test images, border shares (`tfx_transfer.explain`)
+    explanations.npz   Grad-CAM heatmaps (anomaly maps for the anomaly strategy) over a few test
+                       images, border shares (`tfx_transfer.explain`)
     export/            exported models (`tfx-transfer export`) and export.json, their parity results
     training/          checkpoints and best weights (`member-N/` per ensemble member); removed
                        once the run has finished, unless kept (`--keep-checkpoints`)
@@ -122,6 +126,7 @@ class RunFolder:
     model_info_file = property(lambda self: self.path / "model.json")
     training_dir = property(lambda self: self.path / "training")
     explanations_file = property(lambda self: self.path / "explanations.npz")
+    anomaly_file = property(lambda self: self.path / "anomaly.npz")
     export_dir = property(lambda self: self.path / "export")
     exports_file = property(lambda self: self.path / "export" / "export.json")
     report_file = property(lambda self: self.path / "report.json")
@@ -222,6 +227,12 @@ class RunFolder:
             return {}
         with np.load(self.explanations_file, allow_pickle=False) as saved:
             return {key: saved[key] for key in saved.files}
+
+    def write_anomaly(self, arrays: dict) -> None:
+        """anomaly.npz: an anomaly run's memory bank and distance-to-score map (`tfx_transfer.anomaly`)."""
+        temporary = self.path / ".anomaly.tmp.npz"
+        np.savez(temporary, **arrays)
+        os.replace(temporary, self.anomaly_file)
 
     def save_model(self, model) -> None:
         """`model.save` under a temporary name, renamed into place (Keras insists on the .keras ending)."""

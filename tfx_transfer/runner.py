@@ -226,6 +226,37 @@ def _add_explanations(folder: RunFolder, model, table, test_indices, image_size,
         folder.write_explanations(arrays)
 
 
+def _anomaly_scores(detector, table, splits, positive_index: int, facts: dict):
+    """Validation and test scores of an anomaly run, the raw distances for predictions.npz, and the
+    test anomaly maps; the distance-to-score map is centred on the good validation images."""
+    from tfx_transfer.anomaly import peak_memory_megabytes
+
+    val_distance, _ = detector.distances(table, splits.val, keep_maps=False)
+    test_distance, test_maps = detector.distances(table, splits.test)
+    good = val_distance[table.labels[splits.val] != positive_index]
+    detector.fit_score_map(good if len(good) else val_distance)
+    facts["score_map"] = {"center": detector.center, "scale": detector.scale}
+    facts["peak_memory_megabytes"] = peak_memory_megabytes()
+    return (detector.scores(val_distance, positive_index), detector.scores(test_distance, positive_index),
+            {"val_distance": val_distance, "test_distance": test_distance}, test_maps)
+
+
+def _add_anomaly_maps(folder: RunFolder, test_maps, table, test_indices, image_size, blocks, seed: int) -> None:
+    """The anomaly maps the report shows, into explanations.npz (a failure costs the maps only)."""
+    from tfx_transfer.anomaly import explain_test_images
+    from tfx_transfer.report import build_run_report
+
+    try:
+        arrays = explain_test_images(test_maps, table, test_indices, image_size, build_run_report(folder.path),
+                                     folder.read_predictions(), blocks, seed)
+    except Exception as error:  # noqa: BLE001 (any failure here must not lose the finished run)
+        warnings.warn(f"Anomaly maps were not drawn ({type(error).__name__}: {error}); the run's results are "
+                      "unaffected.", stacklevel=2)
+        return
+    if arrays:
+        folder.write_explanations(arrays)
+
+
 #: Training images whose paths a run keeps (predictions.npz `train_sample_paths`) for int8 export.
 TRAIN_SAMPLE_SIZE = 200
 
@@ -244,6 +275,27 @@ def _image_records(table, name: str, indices: np.ndarray) -> dict:
     if table.rois is not None:
         records[f"{name}_rois"] = np.asarray(table.rois[indices], dtype="int32")
     return records
+
+
+def training_indices(prepared: PreparedData, fraction: float = 1.0, seed: int = 0, defects: int | None = None
+                     ) -> np.ndarray:
+    """The training rows of a run: the nested, stratified `fraction` of the training split, then at
+    most `defects` images of the positive (defect) class, a seeded choice nested across counts
+    (the 5 of `defects=5` are among the 20 of `defects=20`).
+
+    Example:
+        >>> training_indices(prepared, 1.0, seed=0, defects=5)  # doctest: +SKIP
+    """
+    table = prepared.table
+    indices = nested_subset(table, prepared.splits.train, fraction, seed=seed)
+    if defects is None:
+        return indices
+    if prepared.positive_index is None:
+        raise ValueError(f"Limiting the defect images needs two classes with a positive (defect) class; this data has "
+                         f"{len(table.class_names)}: {table.class_names}. Set data.positive_class, or drop --defects.")
+    positives = indices[table.labels[indices] == prepared.positive_index]
+    kept = np.random.default_rng(10_007 + seed).permutation(positives)[:int(defects)]
+    return np.sort(np.concatenate([indices[table.labels[indices] != prepared.positive_index], kept]))
 
 
 def data_digest(prepared: PreparedData, train_indices: np.ndarray) -> dict:
@@ -278,8 +330,11 @@ def versions() -> dict:
 
 def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike, fraction: float = 1.0,
                  seed: int | None = None, verbose: int = 1, resume: bool = False,
-                 keep_checkpoints: bool = False) -> RunResult:
-    """Trains and evaluates one configuration on data already prepared; see `run`."""
+                 keep_checkpoints: bool = False, defects: int | None = None) -> RunResult:
+    """Trains and evaluates one configuration on data already prepared; see `run`.
+
+    `defects` keeps at most that many defect images in the training split (`training_indices`).
+    """
     from tfx_transfer.ensemble import train_ensemble
     from tfx_transfer.predict import score_images
     from tfx_transfer.report import write_run_report
@@ -290,34 +345,48 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
     if seed is not None:
         recipe = recipe.with_overrides({"training.seed": seed})
     table, splits = prepared.table, prepared.splits
-    train_indices = nested_subset(table, splits.train, fraction, seed=recipe.training.seed)
+    train_indices = training_indices(prepared, fraction, recipe.training.seed, defects)
     digest = data_digest(prepared, train_indices)
     if resume and folder.is_finished and folder.model_file.is_file():
         folder.check_same(recipe, digest)
         return RunResult(out, json.loads(folder.report_file.read_text()))  # finished before: nothing to continue
     folder.start(recipe, digest, resume=resume)
     config = train_config(recipe, table.class_names)
-    # --resume continues from the newest complete checkpoint (an ensemble member's too); a run
-    # stopped before its first checkpoint starts again from the beginning.
-    resume_training = resume and has_checkpoint(folder.training_dir)
-    result = train_ensemble(table, replace(splits, train=train_indices), config, recipe.training.ensemble_size,
-                            run_dir=folder.training_dir, resume=resume_training, verbose=verbose)
+    anomaly = recipe.training.strategy == "anomaly"
+    if anomaly:
+        from tfx_transfer.anomaly import fit_run
+
+        result, anomaly_facts = fit_run(table, train_indices, prepared.positive_index, recipe, verbose)
+    else:
+        # --resume continues from the newest complete checkpoint (an ensemble member's too); a run
+        # stopped before its first checkpoint starts again from the beginning.
+        resume_training = resume and has_checkpoint(folder.training_dir)
+        result = train_ensemble(table, replace(splits, train=train_indices), config, recipe.training.ensemble_size,
+                                run_dir=folder.training_dir, resume=resume_training, verbose=verbose)
     if result.stopped:
         data = f" --data {prepared.source}" if prepared.source != recipe.data.source else ""
         raise KeyboardInterrupt(f"resume with: tfx-transfer run {recipe.path or recipe.name}{data} --out {out} --resume")
     predict_started = time.perf_counter()
-    views = recipe.evaluation.test_time_views
-    val_score = score_images(result.model, table, splits.val, config.image_size, views)
-    test_score = score_images(result.model, table, splits.test, config.image_size, views)
+    views = 1 if anomaly else recipe.evaluation.test_time_views
+    extra = {}
+    if anomaly:
+        val_score, test_score, extra, test_maps = _anomaly_scores(result.detector, table, splits,
+                                                                  prepared.positive_index, anomaly_facts)
+        folder.write_anomaly(result.detector.arrays())
+    else:
+        val_score = score_images(result.model, table, splits.val, config.image_size, views)
+        test_score = score_images(result.model, table, splits.test, config.image_size, views)
     predict_seconds = time.perf_counter() - predict_started
     folder.write_predictions(val_true=table.labels[splits.val], val_score=val_score,
-                             test_true=table.labels[splits.test], test_score=test_score,
+                             test_true=table.labels[splits.test], test_score=test_score, **extra,
                              **_image_records(table, "test", splits.test),
                              # int8 export calibrates its quantisation on training images (tfx_transfer.export)
                              **_image_records(table, "train_sample", _sample(train_indices, TRAIN_SAMPLE_SIZE, recipe.training.seed)))
     folder.write_history(result.history)
     folder.save_model(result.model)
     best = [phase.best_epoch for phase in result.phases if phase.best_epoch is not None]
+    # What trained the model: an anomaly run leaves the training split's defects out.
+    used = train_indices[table.labels[train_indices] != prepared.positive_index] if anomaly else train_indices
     skipped = [list(item) for item in table.skipped]
     facts = {
         "recipe": recipe.name,
@@ -336,21 +405,25 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
         "fraction": fraction,
         "data": {
             "source": prepared.source, "reader": table.source, "class_names": list(table.class_names),
-            "n_train": int(len(train_indices)), "n_train_available": int(len(splits.train)),
+            "n_train": int(len(used)), "n_train_available": int(len(splits.train)),
             "n_val": int(len(splits.val)), "n_test": int(len(splits.test)), "skipped": skipped,
             "grouped": table.groups is not None, "leaks": len(splits.leaks),
-            "train_counts": (table.labels[train_indices].sum(axis=0) if table.multi_label else
-                             np.bincount(table.labels[train_indices], minlength=table.num_classes)).tolist(),
-            "image_weights": None if table.weights is None else {
-                "column": recipe.data.weight_column, "train_mean": float(table.weights[train_indices].mean()),
-                "train_below_1": int((table.weights[train_indices] < 1).sum())},
+            "train_counts": (table.labels[used].sum(axis=0) if table.multi_label else
+                             np.bincount(table.labels[used], minlength=table.num_classes)).tolist(),
+            "image_weights": None if table.weights is None or anomaly else {
+                "column": recipe.data.weight_column, "train_mean": float(table.weights[used].mean()),
+                "train_below_1": int((table.weights[used] < 1).sum())},
         },
-        "augmentation": None if config.augment is None else {
+        "defects": 0 if anomaly else defects,
+        "anomaly": anomaly_facts if anomaly else None,
+        "augmentation": None if config.augment is None or anomaly else {
             "policy": config.augment.name,
             **{k: v for k, v in asdict(config.augment).items() if k != "name" and v not in (0, 0.0, False, None, {})}},
         "evaluation": {"primary_metric": recipe.evaluation.primary_metric,
-                       "operating_point": recipe.evaluation.operating_point,
+                       # An anomaly score has no 0.5 that means anything: its threshold is always chosen.
+                       "operating_point": "target_recall" if anomaly else recipe.evaluation.operating_point,
                        "target_recall": recipe.evaluation.target_recall,
+                       "good_quantile": recipe.evaluation.good_quantile,
                        "positive_index": prepared.positive_index, "bootstrap": recipe.evaluation.bootstrap,
                        "test_time_views": views},
         "phases": [asdict(phase) for phase in result.phases],
@@ -364,7 +437,10 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
         "versions": versions(),
     }
     folder.write_facts(facts)
-    if not table.multi_label:
+    if anomaly:
+        _add_anomaly_maps(folder, test_maps, table, splits.test, config.image_size, anomaly_facts["blocks"],
+                          recipe.training.seed)
+    elif not table.multi_label:
         _add_explanations(folder, result.model, table, splits.test, config.image_size, recipe.training.seed)
     report = write_run_report(out)
     if not keep_checkpoints:  # the model is kept; checkpoints only serve an unfinished run

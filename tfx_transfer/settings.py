@@ -29,7 +29,10 @@ from tfx_transfer.policies import POLICIES, TEST_TIME_VIEWS
 NoneType = type(None)
 
 #: Training strategies, in the order reports show them (see `tfx_transfer.train`).
-STRATEGIES = ("scratch", "feature_extraction", "fine_tune", "gradual")
+STRATEGIES = ("scratch", "feature_extraction", "fine_tune", "gradual", "anomaly")
+#: Strategies trained by gradient descent (`tfx_transfer.train`); `anomaly` fits a memory bank of
+#: good-part patches instead (`tfx_transfer.anomaly`).
+SUPERVISED_STRATEGIES = STRATEGIES[:4]
 #: Global pooling before the head; `avg_max` concatenates both.
 CLASSIFIER_POOLINGS = ("avg", "max", "avg_max")
 MONITORS = ("val_loss", "val_accuracy")
@@ -168,7 +171,8 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
            choices=CLASSIFIER_POOLINGS),
     ),
     "training": (
-        _S("strategy", (str,), "fine_tune", "scratch, feature_extraction, fine_tune or gradual", choices=STRATEGIES),
+        _S("strategy", (str,), "fine_tune", "scratch, feature_extraction, fine_tune, gradual, or anomaly (good images only; "
+           "two classes)", choices=STRATEGIES),
         _S("epochs", (int,), 10, "epochs of the first phase (the head, or the only phase for scratch)", minimum=1),
         _S("fine_tune_epochs", (int,), 10, "epochs of the fine_tune phase (and the cap for gradual)", minimum=1),
         _S("batch_size", (int,), 32, "images per step", minimum=1),
@@ -207,8 +211,17 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
            minimum=0.0, maximum=1.0),
         _S("bootstrap", (int,), 1000, "resamples of the test split for the 95% interval of the primary metric",
            minimum=0),
+        _S("good_quantile", (float,), 0.99, "when validation holds no positive (defect) image, the threshold is this "
+           "quantile of the negative (good) validation images' scores", minimum=0.0, maximum=1.0, open_minimum=True,
+           open_maximum=True),
         _S("test_time_views", (int,), 1, "scores are the mean over this many mirrored/turned views of each image, "
            "only where augmentation trained the model on them", choices=TEST_TIME_VIEWS),
+    ),
+    "anomaly": (
+        _S("feature_blocks", _OPTIONAL_STR, None, "the backbone's named blocks whose patch features are compared, "
+           "comma-separated (tfx-transfer backbones); default: the deepest blocks at 1/8 and 1/16 of the image side"),
+        _S("coreset_fraction", (float,), 0.01, "share of the good training images' patches kept in the memory bank "
+           "(greedy coreset: the patches that cover the rest best)", minimum=0.0, maximum=1.0, open_minimum=True),
     ),
 }
 

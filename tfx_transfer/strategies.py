@@ -143,6 +143,9 @@ def plan_phases(config: TrainConfig) -> list[Phase]:
         >>> [p.name for p in plan_phases(TrainConfig(strategy="fine_tune", backbone="vgg16"))]
         ['head', 'fine_tune']
     """
+    if config.strategy == "anomaly":
+        raise ValueError("The anomaly strategy trains no network: it keeps good-part patches in a memory bank. "
+                         "Run it with tfx-transfer run/compare (tfx_transfer.runner), not tfx-transfer train.")
     spec = get_backbone_spec(config.backbone)
     if config.strategy == "scratch":
         return [Phase("scratch", config.epochs, config.learning_rate, None, False)]
