@@ -177,7 +177,7 @@ def test_unknown_section_suggests_the_closest(tmp_path):
 
 @pytest.mark.parametrize("text, expected", [
     ("training:\n  strategy: finetune\n", r"training.strategy: must be one of scratch, feature_extraction, "
-                                           r"fine_tune, gradual; received 'finetune'. Did you mean 'fine_tune'\?"),
+                                           r"fine_tune, gradual, anomaly; received 'finetune'. Did you mean 'fine_tune'\?"),
     ("training:\n  epochs: three\n", r"training.epochs: expected an integer, received 'three'"),
     ("model:\n  backbone: mobilenetv2\n", r"model.backbone: must be one of .*Did you mean 'mobilenet_v2'\?"),
     ("model:\n  pooling: avgmax\n", r"model.pooling: must be one of avg, max, avg_max; received 'avgmax'. Did you mean 'avg_max'\?"),

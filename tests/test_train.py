@@ -218,7 +218,7 @@ def test_resume_without_checkpoint_is_explained(tiny_data, tmp_path):
 def test_config_errors_and_warnings():
     # The checks are the recipe settings' own (tfx_transfer.settings), so the words are the same.
     with pytest.raises(ValueError, match=r"TrainConfig strategy: must be one of scratch, feature_extraction, fine_tune, "
-                                         r"gradual; received 'finetune'\. Did you mean 'fine_tune'\?"):
+                                         r"gradual, anomaly; received 'finetune'\. Did you mean 'fine_tune'\?"):
         TrainConfig(strategy="finetune")
     with pytest.raises(ValueError, match=r"TrainConfig pooling: must be one of avg, max, avg_max; received 'mean'"):
         TrainConfig(pooling="mean")

@@ -294,9 +294,9 @@ def load_detector(model_file, arrays_file) -> AnomalyDetector:
     """The detector a run saved (model.keras and anomaly.npz)."""
     import keras
 
-    from tfx_transfer import layers  # noqa: F401  (registers the custom layers before loading)
+    import tfx_transfer.model  # noqa: F401  (registers the toolkit's layers: ImagePreprocessing, Grayscale)
 
-    extractor = keras.models.load_model(model_file, compile=False)
+    extractor = keras.saving.load_model(model_file, compile=False, safe_mode=True)
     with np.load(arrays_file, allow_pickle=False) as saved:
         return AnomalyDetector(extractor, saved["bank"], tuple(int(s) for s in saved["image_size"]),
                                float(saved["center"]), float(saved["scale"]))

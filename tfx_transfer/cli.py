@@ -222,8 +222,11 @@ def _compare(args: argparse.Namespace) -> int:
     from tfx_transfer.recipe import load_recipe
 
     out = args.out or default_out(load_recipe(args.recipe), "-compare")
-    report = compare(args.recipe, args.strategies, args.fractions, args.seeds, data=args.data,
-                     overrides=args.overrides, out=out, quick=args.quick, keep_checkpoints=args.keep_checkpoints)
+    # --defects compares counts of defect images at one size: all the training data unless told.
+    fractions = args.fractions or ("1.0" if args.defects else "0.1,0.25,0.5,1.0")
+    report = compare(args.recipe, args.strategies, fractions, args.seeds, data=args.data,
+                     overrides=args.overrides, out=out, quick=args.quick, keep_checkpoints=args.keep_checkpoints,
+                     defects=args.defects)
     print(f"\n{report['verdict']['text']}\nReport: {Path(out) / 'report.html'}")
     return 0
 
@@ -391,8 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_options(comparer)
     comparer.add_argument("--strategies", default="scratch,feature_extraction,fine_tune",
                           help="comma-separated; fine_tune:N unfreezes N blocks, fine_tune:auto as many as the "
-                          "probes advise (default: %(default)s)")
-    comparer.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="shares of the training split (default: %(default)s)")
+                          "probes advise, anomaly learns from good images only (default: %(default)s)")
+    comparer.add_argument("--fractions", default=None, help="shares of the training split (default: 0.1,0.25,0.5,1.0; "
+                          "with --defects: 1.0)")
+    comparer.add_argument("--defects", default=None, help="numbers of defect images the supervised strategies train on, "
+                          "e.g. 0,5,20,all, to see how many they need to beat --strategies anomaly (trained on none); "
+                          "validation and test keep all theirs")
     comparer.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default: %(default)s)")
     comparer.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's training/ folder")
     comparer.set_defaults(func=_compare)

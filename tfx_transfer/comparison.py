@@ -6,7 +6,8 @@ report.json (comparison) holds: `kind: "comparison"`, `recipe`, `primary_metric`
 run: `label`, `strategy`, `fraction`, `seed`, `n_train`, the metric names of a run report under
 `metrics`, `primary`, `timing`, `trainable_params`, `epochs_to_best`, `weights` (the weights'
 source), `run_dir`), `summary` (one per strategy and fraction: `mean`, `low`, `high`, `values`,
-`n_train`, `seconds`), `verdict` (`per_fraction` and `text`), `best` (the best configuration's run
+`n_train`, `seconds`), `verdict` (`per_fraction`, `text`, and with `compare --defects` `defects`:
+how many defect images supervised training needs to beat the anomaly strategy), `best` (the best configuration's run
 report, without history) and `facts` (backbone, weights (each source with the strategies that
 started from it), image size, data counts, skipped files, augmentation, device, versions, total
 time).
@@ -46,7 +47,87 @@ def row_of(report: dict, run_dir) -> dict:
         "primary": report["metrics"]["primary"], "timing": report["timing"],
         "trainable_params": report["trainable_params"], "epochs_to_best": report.get("epochs_to_best"),
         "epochs": report.get("epochs"), "weights": report.get("weights", {}).get("source"), "run_dir": str(run_dir),
+        # Defect images the run trained on (None: all of the training split's); anomaly runs use none.
+        "defects": report.get("defects"), "n_defects": _defect_count(report),
     }
+
+
+def _defect_count(report: dict) -> int | None:
+    positive = (report.get("evaluation") or {}).get("positive_index")
+    counts = report["data"].get("train_counts")
+    return None if positive is None or counts is None or report.get("multi_label") else int(counts[positive])
+
+
+def defect_mode(rows: list[dict]) -> bool:
+    """Whether the runs compare numbers of defect images (`compare --defects`) rather than fractions."""
+    return any(row["defects"] is not None for row in rows if row["strategy"] != "anomaly")
+
+
+def _defects_label(row: dict) -> str:
+    if row["strategy"] == "anomaly":
+        return row["label"]
+    return f"{row['label']}, {'all' if row['defects'] is None else row['defects']} defects"
+
+
+def _count_key(count) -> float:
+    return float("inf") if count is None else float(count)
+
+
+def defects_verdict(summary: list[dict], metric: str) -> dict:
+    """How many defect images supervised training needs to beat the anomaly strategy (trained on none).
+
+    Per count of defect images: the best supervised strategy against the anomaly strategy; "clearly"
+    when their intervals do not overlap.
+    """
+    anomaly = next((c for c in summary if c["strategy"] == "anomaly" and c["mean"] is not None), None)
+    supervised = [c for c in summary if c["strategy"] != "anomaly" and c["mean"] is not None]
+    entries, texts = [], []
+    if anomaly:
+        texts.append(f"The anomaly strategy, with no defect image, reaches {metric} {anomaly['mean']:.3f} "
+                     f"[{_bound(anomaly['low'])}, {_bound(anomaly['high'])}].")
+    for count in sorted({c["defects"] for c in supervised}, key=_count_key):
+        best = max((c for c in supervised if c["defects"] == count), key=lambda c: c["mean"])
+        shown = f"all {best['n_defects']}" if count is None else str(count)
+        entry = {"defects": count, "n_defects": best["n_defects"], "supervised": best["label"], "value": best["mean"],
+                 "low": best["low"], "high": best["high"], "anomaly": None if anomaly is None else anomaly["mean"]}
+        text = f"With {shown} defect images, the best supervised run ({best['label']}) reaches {best['mean']:.3f}"
+        if anomaly is None or None in (best["low"], best["high"], anomaly["low"], anomaly["high"]):
+            entry["outcome"] = None
+            text += "."
+        elif best["low"] > anomaly["high"]:
+            entry["outcome"] = "supervised"
+            text += ": clearly better than the anomaly strategy."
+        elif best["high"] < anomaly["low"]:
+            entry["outcome"] = "anomaly"
+            text += ": the anomaly strategy is clearly better."
+        else:
+            entry["outcome"] = "tie"
+            text += f" ({'ahead' if best['mean'] > anomaly['mean'] else 'behind'}, within the noise)."
+        entries.append(entry)
+        texts.append(text)
+    wins = [entry for entry in entries if entry["outcome"] == "supervised"]
+    if anomaly and entries:
+        texts.append(f"Supervised training wins clearly from {wins[0]['n_defects']} defect images on." if wins else
+                     "No number of defect images tried made supervised training clearly better than the anomaly strategy.")
+    return {"per_count": entries, "text": " ".join(texts)}
+
+
+def _bound(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _defects_table(comparison: dict) -> tuple[list[str], list[list[str]]]:
+    entries = comparison["verdict"]["defects"]["per_count"]
+    anomaly = next((c for c in comparison["summary"] if c["strategy"] == "anomaly"), None)
+    header = ["defect images for training", "best supervised", "its mean [95% interval]",
+              "anomaly (no defect image)", "outcome"]
+    rows = [[f"all ({e['n_defects']})" if e["defects"] is None else e["defects"], e["supervised"],
+             f"{e['value']:.3f} [{_bound(e['low'])}, {_bound(e['high'])}]",
+             "n/a" if anomaly is None or anomaly["mean"] is None else
+             f"{anomaly['mean']:.3f} [{_bound(anomaly['low'])}, {_bound(anomaly['high'])}]",
+             {"supervised": "supervised clearly better", "anomaly": "anomaly clearly better",
+              "tie": "within the noise", None: "n/a"}[e["outcome"]]] for e in entries]
+    return header, rows
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -63,7 +144,8 @@ def summarise(rows: list[dict]) -> list[dict]:
         low = min([float(np.mean(lows))] + values) if lows else (min(values) if values else None)
         high = max([float(np.mean(highs))] + values) if highs else (max(values) if values else None)
         summary.append({
-            "label": label, "fraction": fraction, "n_train": int(np.mean([m["n_train"] for m in members])),
+            "label": label, "fraction": fraction, "strategy": members[0]["strategy"],
+            "defects": members[0].get("defects"), "n_defects": members[0].get("n_defects"), "n_train": int(np.mean([m["n_train"] for m in members])),
             "mean": mean, "low": low, "high": high, "values": values, "seeds": len(members),
             "seconds": float(np.mean([m["timing"]["total_seconds"] for m in members])),
             "trainable_params": int(np.max([m["trainable_params"] for m in members])),
@@ -193,6 +275,10 @@ def build_comparison(run_dirs: list[str | os.PathLike], rebuild: bool = False) -
     if not reports:
         raise ValueError("No run to compare: pass run folders written by `tfx-transfer run` or `compare`.")
     rows = [row_of(report, run_dir) for run_dir, report in reports.items()]
+    defects = defect_mode(rows)
+    if defects:  # each number of defect images is its own configuration
+        for row in rows:
+            row["label"] = _defects_label(row)
     recipes = sorted({report["recipe"] for report in reports.values()})
     metric = next(iter(reports.values()))["metrics"]["primary"]["name"]
     summary = summarise(rows)
@@ -218,6 +304,9 @@ def build_comparison(run_dirs: list[str | os.PathLike], rebuild: bool = False) -
         "facts": facts,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    if defects:
+        comparison["verdict"]["defects"] = defects_verdict(summary, metric)
+        comparison["verdict"]["text"] = comparison["verdict"]["defects"]["text"] + " " + comparison["verdict"]["text"]
     return comparison, reports
 
 
@@ -279,6 +368,8 @@ def render_comparison_markdown(comparison: dict, reports: dict[str, dict] | None
     lines = [f"# Comparison: {comparison['recipe']}", "", f"**Verdict.** {render.markdown_text(comparison['verdict']['text'])}", "",
              f"## Test {metric} by strategy and training-set fraction (mean [95% interval])", "",
              render.markdown_table(*_summary_table(comparison)), "",
+             *(["## Defect images needed: supervised vs anomaly", "", render.markdown_table(*_defects_table(comparison)), ""]
+               if comparison["verdict"].get("defects") else []),
              "## Cost (largest training set)", "", render.markdown_table(*_cost_table(comparison)), "",
              f"## Best configuration: {best.get('label')} at fraction {best.get('fraction'):g}, seed {best.get('seed')}", ""]
     if best.get("most_confused"):
@@ -332,6 +423,8 @@ def comparison_sections(comparison: dict, reports: dict[str, dict], level: str =
         ("", f'<div class="verdict"><strong>Verdict.</strong> {render.html.escape(comparison["verdict"]["text"])}</div>'),
         (f"{level}Test {metric} by strategy and training-set fraction (mean [95% interval])",
          render.html_table(*_summary_table(comparison))),
+        *([(f"{level}Defect images needed: supervised vs anomaly", render.html_table(*_defects_table(comparison)))]
+          if comparison["verdict"].get("defects") else []),
         (f"{level}Learning curves", render.html_image(render.figure_to_data_uri(
             _learning_curve_figure(comparison["summary"], metric)), "learning curves")),
         (f"{level}Cost (largest training set)", render.html_table(*_cost_table(comparison))),

@@ -374,6 +374,10 @@ def export_run(run_dir: str | os.PathLike, format: str = "saved_model", quantize
         raise ValueError(f"max_metric_drop must be 0 or more. Received: {max_metric_drop!r}")
     folder = RunFolder(run_dir)
     loaded = load_run(folder.path)
+    if loaded.detector is not None:
+        raise ExportError(f"'{folder.path}' is an anomaly run: its score is a nearest-neighbour search in a memory bank "
+                          "of good patches, which is not part of a Keras graph, so it cannot be exported yet. Score new "
+                          "images with tfx-transfer predict.")
     saved = folder.read_predictions()
     if saved["test_true"].ndim != 1:
         raise ExportError("Multi-label runs cannot be exported yet (their model has no model.json).")

@@ -66,13 +66,24 @@ class LoadedRun:
 
     Attributes:
         run_dir: The run folder.
-        model: The Keras model (raw RGB pixels in, uncalibrated probabilities out).
+        model: The Keras model (raw RGB pixels in, uncalibrated probabilities out); for an anomaly
+            run, its patch-feature extractor.
         info: model.json.
+        detector: An anomaly run's `tfx_transfer.anomaly.AnomalyDetector` (None for a classifier).
     """
 
     run_dir: Path
     model: object
     info: dict
+    detector: object = None
+
+    def raw_scores(self, table: ImageTable, indices: np.ndarray, verbose: int = 0) -> np.ndarray:
+        """Uncalibrated `(n, num_classes)` scores of the rows `indices`, as the run's evaluation made them."""
+        if self.detector is not None:
+            distances, _ = self.detector.distances(table, indices, keep_maps=False)
+            return self.detector.scores(distances, self.operating_point.positive_index)
+        return score_images(self.model, table, indices, tuple(self.info["image_size"]),
+                            int(self.info.get("test_time_views", 1)), verbose)
 
     @property
     def class_names(self) -> list[str]:
@@ -138,8 +149,7 @@ class LoadedRun:
                                paths=np.array(readable, dtype=object), source="predict",
                                decoders=scan.decoders[scan.ok], image_sizes=scan.sizes[scan.ok],
                                rois=None if rois is None else rois[scan.ok])
-            scores = score_images(self.model, table, np.arange(len(table)), tuple(self.info["image_size"]),
-                                  int(self.info.get("test_time_views", 1)), verbose)
+            scores = self.raw_scores(table, np.arange(len(table)), verbose)
             probabilities = apply_temperature(scores, float(self.info.get("temperature", 1.0)),
                                               point.positive_index if point.positive_index is not None else 1)
             shown = probabilities if calibrated else np.asarray(scores, float)
@@ -238,5 +248,10 @@ def load_run(run_dir: str | os.PathLike) -> LoadedRun:
     if info.get("schema_version", 1) > MODEL_INFO_VERSION:
         raise RunFolderError(f"'{folder.model_info_file}' was written by a newer tfx_transfer (version "
                              f"{info['schema_version']}); upgrade tfx_transfer to use it.")
+    if info.get("model") == "anomaly":
+        from tfx_transfer.anomaly import load_detector
+
+        detector = load_detector(folder.model_file, folder.anomaly_file)
+        return LoadedRun(folder.path, detector.extractor, info, detector)
     model = keras.saving.load_model(folder.model_file, compile=False, safe_mode=True)
     return LoadedRun(folder.path, model, info)

@@ -57,7 +57,7 @@ def recalibrate(run_dir: str | os.PathLike, data: str | os.PathLike, site: str |
             without positive images, or a site name that is not a plain name.
     """
     from tfx_transfer.data import drop_unreadable
-    from tfx_transfer.predict import load_run, score_images
+    from tfx_transfer.predict import load_run
     from tfx_transfer.sources import load_source
 
     loaded = load_run(run_dir)
@@ -83,8 +83,7 @@ def recalibrate(run_dir: str | os.PathLike, data: str | os.PathLike, site: str |
     if not (y_true == positive).any():  # the readers refuse a single class; this guards what they let through
         raise ValueError(f"The sample from '{data}' has no image of the positive class {positive_name!r}, so no "
                          "recall can be measured there. Add labelled positive images (a few dozen give a usable threshold).")
-    views = int(loaded.info.get("test_time_views", 1))
-    scores = score_images(loaded.model, table, np.arange(len(table)), tuple(loaded.info["image_size"]), views)
+    scores = loaded.raw_scores(table, np.arange(len(table)))
     probabilities = apply_temperature(scores, float(loaded.info.get("temperature", 1.0)), positive)
     chosen = choose_operating_point(y_true, probabilities, "target_recall", positive, target_recall)
     band = threshold_band(y_true, probabilities, positive, target_recall, resamples, seed)

@@ -150,7 +150,10 @@ def prepare_data(recipe: Recipe, data: str | os.PathLike | None = None, scan_cac
     if recipe.data.sample < 1.0:
         table = table.subset(nested_subset(table, np.arange(len(table)), recipe.data.sample, seed=recipe.training.seed))
     table = drop_unreadable(table, scan_cache=scan_cache)
-    splits = split_table(table, recipe.data.validation_split, recipe.data.test_split, seed=recipe.training.seed)
+    # A line with (almost) only good parts: the anomaly strategy needs defects in test alone.
+    complete = ("test",) if recipe.training.strategy == "anomaly" else ("train", "val", "test")
+    splits = split_table(table, recipe.data.validation_split, recipe.data.test_split, seed=recipe.training.seed,
+                         complete=complete)
     positive = None if table.multi_label else _positive_index(recipe, table.class_names)
     return PreparedData(table, splits, source, positive)
 

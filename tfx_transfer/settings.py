@@ -28,11 +28,9 @@ from tfx_transfer.policies import POLICIES, TEST_TIME_VIEWS
 
 NoneType = type(None)
 
-#: Training strategies, in the order reports show them (see `tfx_transfer.train`).
+#: Strategies, in the order reports show them: four train a network (`tfx_transfer.train`); `anomaly`
+#: keeps a memory bank of good-part patches instead (`tfx_transfer.anomaly`).
 STRATEGIES = ("scratch", "feature_extraction", "fine_tune", "gradual", "anomaly")
-#: Strategies trained by gradient descent (`tfx_transfer.train`); `anomaly` fits a memory bank of
-#: good-part patches instead (`tfx_transfer.anomaly`).
-SUPERVISED_STRATEGIES = STRATEGIES[:4]
 #: Global pooling before the head; `avg_max` concatenates both.
 CLASSIFIER_POOLINGS = ("avg", "max", "avg_max")
 MONITORS = ("val_loss", "val_accuracy")

@@ -86,6 +86,7 @@ def split_table(
     test_split: float = 0.15,
     seed: int = 0,
     check_leaks: bool = True,
+    complete: tuple[str, ...] = SPLIT_NAMES,
 ) -> Splits:
     """Splits a table into train/val/test indices.
 
@@ -95,6 +96,8 @@ def split_table(
         test_split: Fraction for test (when the layout has no `test`).
         seed: Makes the split reproducible.
         check_leaks: Hash every file to find byte-identical images in two splits (warns).
+        complete: The splits that must hold every class (the anomaly strategy needs only test to:
+            it learns from good images, and with no defect in validation it sets a quantile threshold).
 
     Raises:
         ValueError: if a split would miss a class, or a class has too few images for the splits.
@@ -123,7 +126,7 @@ def split_table(
     if len(assigned["val"]) == 0:
         remaining = validation_split / max(1.0 - (test_split if table.splits is None else 0.0), 1e-9)
         assigned["train"], assigned["val"] = _carve(assigned["train"], labels, groups, remaining, seed + 1, "validation")
-    for name in SPLIT_NAMES if not table.multi_label else ("train",):
+    for name in complete if not table.multi_label else ("train",):
         present = table.labels[assigned[name]]
         present = set(np.flatnonzero(present.any(axis=0)).tolist()) if table.multi_label else set(present.tolist())
         missing = sorted(set(range(table.num_classes)) - present)

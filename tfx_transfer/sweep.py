@@ -19,8 +19,8 @@ from pathlib import Path
 
 from tfx_transfer.recipe import recipe_changes
 from tfx_transfer.run_folder import RunFolder
-from tfx_transfer.runner import as_recipe, data_digest, default_out, prepare_data, run_prepared, strategy_label
-from tfx_transfer.splits import nested_subset
+from tfx_transfer.runner import (as_recipe, data_digest, default_out, prepare_data, run_prepared, strategy_label,
+                                 training_indices)
 
 
 #: `fine_tune:auto`'s placeholder, replaced by the probes' advice before any run.
@@ -55,10 +55,26 @@ def parse_fractions(text) -> list[float]:
     return sorted(set(values))
 
 
+def parse_defects(text) -> list[int | None]:
+    """`0,5,20,all` -> [0, 5, 20, None] (None: every defect image of the training split)."""
+    items = [item.strip() for item in (text.split(",") if isinstance(text, str) else map(str, text)) if item.strip()]
+    counts = []
+    for item in items:
+        if item.lower() in ("all", "none"):
+            counts.append(None)
+        elif item.isdigit():
+            counts.append(int(item))
+        else:
+            raise ValueError(f"Expected defect image counts like 0,5,20,all (whole numbers, or all). Received: {text!r}")
+    if not counts:
+        raise ValueError(f"No defect image count given. Expected e.g. 0,5,20,all. Received: {text!r}")
+    return sorted(set(counts), key=lambda count: float("inf") if count is None else count)
+
+
 def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions=(1.0,), seeds: int = 1,
             data: str | os.PathLike | None = None, overrides=None, out: str | os.PathLike | None = None,
             quick: bool = False, verbose: int = 0, log=print, largest_only=(), stale: str = "refuse",
-            keep_checkpoints: bool = False) -> dict:
+            keep_checkpoints: bool = False, defects=None) -> dict:
     """Runs every strategy at every training-set fraction and seed, then writes the comparison report.
 
     The splits are the same for every run; for one seed, the subsets are nested and stratified and
@@ -79,6 +95,9 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
             naming the changed fields) or `"set_aside"` (moved to `out/stale/` and trained again;
             the demo does this, so a new version's recipes never stop it).
         keep_checkpoints: Keep each finished run's `training/` folder (its model is always kept).
+        defects: Numbers of defect images the supervised strategies may train on, e.g. `"0,5,20,all"`
+            (the anomaly strategy uses none whatever this says; supervised strategies cannot train
+            on 0 and are skipped there). Validation and test keep all theirs. Needs one fraction.
 
     Returns:
         The comparison report (also written as report.json/.md/.html in `out`).
@@ -97,42 +116,55 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
         raise ValueError(f"seeds must be at least 1. Received: seeds={seeds!r}")
     if stale not in ("refuse", "set_aside"):
         raise ValueError(f"stale must be 'refuse' or 'set_aside'. Received: stale={stale!r}")
+    counts = [None] if defects is None else parse_defects(defects)
+    if defects is not None and len(fractions) > 1:
+        raise ValueError(f"--defects compares numbers of defect images at one training-set size; received fractions "
+                         f"{fractions}. Give one fraction (e.g. --fractions 1.0).")
     prepared = prepare_data(recipe, data, scan_cache=out / "scan.json")
     variants = [(item, _resolve_auto(variant, recipe, prepared, out, verbose, log)) for item, variant in variants]
-    run_dirs = []
-    total = (len(variants) * len(fractions) - len(set(largest_only)) * (len(fractions) - 1)) * int(seeds)
+    planned = []
     for seed in range(int(seeds)):
         for fraction in fractions:
             for item, variant in variants:
                 if item in largest_only and fraction != fractions[-1]:
                     continue
                 configured = recipe.with_overrides(dict(variant, **{"training.seed": seed}))
-                run_dir = out / "runs" / f"{strategy_label(configured)}_f{fraction:g}_s{seed}"
-                if run_dir in run_dirs:  # e.g. fine_tune and fine_tune:5 when the recipe unfreezes 5
-                    continue
-                run_dirs.append(run_dir)
-                folder = RunFolder(run_dir)
-                changed = recipe_changes(folder.recipe_file, configured) + _data_changes(folder, prepared, configured,
-                                                                                          fraction)
-                if changed and stale == "refuse":
-                    raise ValueError(
-                        f"'{run_dir}' was made with another recipe ({'; '.join(changed)}), so it cannot be kept in "
-                        "this comparison. Compare into a new --out, or delete that run folder to train it again."
-                    )
-                if changed:
-                    aside = _set_aside(run_dir, out / "stale")
-                    log(f"{run_dir.name}: made with another recipe ({'; '.join(changed)}); moved to {aside}, "
-                        "training it again")
-                if folder.is_finished:
-                    log(f"[{len(run_dirs)}/{total}] {run_dir.name}: done before, kept")
-                    continue
-                # A folder without report.json was interrupted: continue it (from its checkpoint,
-                # an ensemble member's included, or from the start when it has none).
-                result = run_prepared(configured, prepared, run_dir, fraction, verbose=verbose, resume=run_dir.exists(),
-                                      keep_checkpoints=keep_checkpoints)
-                primary = result.report["metrics"]["primary"]
-                log(f"[{len(run_dirs)}/{total}] {run_dir.name}: {primary['name']} "
-                    f"{_format(primary['value'])}, {result.report['timing']['total_seconds']:.0f} s")
+                anomaly = configured.training.strategy == "anomaly"
+                for count in [None] if anomaly else counts:
+                    if count == 0:
+                        continue  # a supervised strategy has nothing to learn the defect class from
+                    name = strategy_label(configured) + ("" if count is None else f"_d{count}")
+                    planned.append((configured, fraction, count, out / "runs" / f"{name}_f{fraction:g}_s{seed}"))
+    if 0 in counts:
+        log("0 defect images: only the anomaly strategy can train; the supervised strategies start from the next count.")
+    run_dirs = []
+    total = len({run_dir for *_, run_dir in planned})
+    for configured, fraction, count, run_dir in planned:
+        if run_dir in run_dirs:  # e.g. fine_tune and fine_tune:5 when the recipe unfreezes 5
+            continue
+        run_dirs.append(run_dir)
+        folder = RunFolder(run_dir)
+        changed = recipe_changes(folder.recipe_file, configured) + _data_changes(folder, prepared, configured,
+                                                                                  fraction, count)
+        if changed and stale == "refuse":
+            raise ValueError(
+                f"'{run_dir}' was made with another recipe ({'; '.join(changed)}), so it cannot be kept in "
+                "this comparison. Compare into a new --out, or delete that run folder to train it again."
+            )
+        if changed:
+            aside = _set_aside(run_dir, out / "stale")
+            log(f"{run_dir.name}: made with another recipe ({'; '.join(changed)}); moved to {aside}, "
+                "training it again")
+        if folder.is_finished:
+            log(f"[{len(run_dirs)}/{total}] {run_dir.name}: done before, kept")
+            continue
+        # A folder without report.json was interrupted: continue it (from its checkpoint,
+        # an ensemble member's included, or from the start when it has none).
+        result = run_prepared(configured, prepared, run_dir, fraction, verbose=verbose, resume=run_dir.exists(),
+                              keep_checkpoints=keep_checkpoints, defects=count)
+        primary = result.report["metrics"]["primary"]
+        log(f"[{len(run_dirs)}/{total}] {run_dir.name}: {primary['name']} "
+            f"{_format(primary['value'])}, {result.report['timing']['total_seconds']:.0f} s")
     return write_comparison_report(out, run_dirs)
 
 
@@ -152,12 +184,12 @@ def _resolve_auto(variant: dict, recipe, prepared, out: Path, verbose: int, log)
             "training.unfreeze_from": None}
 
 
-def _data_changes(folder: RunFolder, prepared, recipe, fraction: float) -> list[str]:
+def _data_changes(folder: RunFolder, prepared, recipe, fraction: float, defects: int | None = None) -> list[str]:
     """`["data: ..."]` when the run was made on other images, labels or splits than these."""
     if not folder.data_file.is_file():
         return []  # made before runs recorded their data
     before = json.loads(folder.data_file.read_text())
-    now = data_digest(prepared, nested_subset(prepared.table, prepared.splits.train, fraction, seed=recipe.training.seed))
+    now = data_digest(prepared, training_indices(prepared, fraction, recipe.training.seed, defects))
     if before.get("digest") == now["digest"]:
         return []
     return [f"data: {before.get('images')} images from {before.get('source')!r} there, {now['images']} from "
