@@ -59,6 +59,11 @@ def test_a_planted_scratch_ranks_above_clean_textures(anomaly_run):
     distances, maps = detector.distances(table, np.arange(12))
     assert (distances[6:] >= distances[:6]).all() and (distances[6:] > distances[:6]).sum() >= 5
     np.testing.assert_allclose(distances, maps.reshape(12, -1).max(axis=1))  # the score is the map's largest patch
+    # With a border margin, patches in the outer quarter of each side do not count (the map still has them).
+    detector.border_margin = 0.25
+    inner, same_maps = detector.distances(table, np.arange(12))
+    np.testing.assert_allclose(same_maps, maps)
+    np.testing.assert_allclose(inner, maps[:, 2:6, 2:6].reshape(12, -1).max(axis=1))
 
 
 def test_the_run_learns_from_good_images_only_and_reports_the_bank(anomaly_run):

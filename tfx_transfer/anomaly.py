@@ -15,8 +15,12 @@ any other two-class run. With no defect in validation, the threshold is a quanti
 validation scores (`evaluation.good_quantile`).
 
 Memory stays bounded: images go through the backbone a batch at a time, the coreset looks at a
-seeded sample of at most `MAX_POOL` patches, and nearest neighbours (scikit-learn, brute force)
-are searched `QUERY_CHUNK` patches at a time within scikit-learn's `working_memory`.
+seeded sample of `MAX_POOL` patches (or four times the bank, if more), and nearest neighbours
+(scikit-learn, brute force) are searched `QUERY_CHUNK` patches at a time within scikit-learn's
+`working_memory`. Time is another matter: the greedy selection costs bank x pool distance
+updates. A bank of 10,000 from a pool of 100,000 took 11 s on two CPU cores (ELPV at 224 px);
+a 10% bank of the same million patches needs a pool of 400,000 and 40 times the work, which is
+why the default is 1%.
 
 Example:
     >>> detector = fit_detector(table, good_indices, "mobilenet_v2", "imagenet", (224, 224))  # doctest: +SKIP
@@ -30,7 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-#: Patches the greedy coreset selection looks at; with more, a seeded sample of this many.
+#: Patches the greedy coreset selection looks at (at least; four times the bank when that is more);
+#: with more, a seeded sample of this many. The selection's work grows with pool x bank.
 MAX_POOL = 100_000
 #: The coreset is selected on a random projection to this many dimensions (distances are kept
 #: within a few percent, Johnson-Lindenstrauss) when the features have more.
@@ -168,6 +173,7 @@ class AnomalyDetector:
         bank: `(bank_size, channels)` good-part patches, float32.
         image_size: The extractor's `(height, width)`.
         center, scale: score = 1 / (1 + exp(-(distance - center) / scale)); set by `fit_score_map`.
+        border_margin: Share of each side of the map whose patches do not count in the image's score.
         facts: What the report states (blocks, bank size and memory, images, seconds).
     """
 
@@ -176,6 +182,7 @@ class AnomalyDetector:
     image_size: tuple
     center: float = 0.0
     scale: float = 1.0
+    border_margin: float = 0.0
     facts: dict = field(default_factory=dict)
     _index: object = field(default=None, repr=False)
 
@@ -198,11 +205,13 @@ class AnomalyDetector:
         done = 0
         if len(indices) == 0:
             return scores, maps
+        rows, columns = (int(self.border_margin * side) for side in grid)
         for images, _labels in make_dataset(table, indices, self.image_size, batch_size):
             features = np.asarray(self.extractor.predict_on_batch(images), "float32")
             patch = nearest_distances(features.reshape(-1, features.shape[-1]), self.bank, self.index)
             patch = patch.reshape(len(features), *grid)
-            scores[done:done + len(features)] = patch.reshape(len(features), -1).max(axis=1)
+            scored = patch[:, rows:grid[0] - rows, columns:grid[1] - columns]
+            scores[done:done + len(features)] = scored.reshape(len(features), -1).max(axis=1)
             if keep_maps:
                 maps[done:done + len(features)] = patch
             done += len(features)
@@ -225,7 +234,7 @@ class AnomalyDetector:
     def arrays(self) -> dict:
         """What anomaly.npz keeps besides the extractor (model.keras)."""
         return {"bank": self.bank, "center": np.array(self.center), "scale": np.array(self.scale),
-                "image_size": np.array(self.image_size)}
+                "border_margin": np.array(self.border_margin), "image_size": np.array(self.image_size)}
 
 
 def peak_memory_megabytes() -> float:
@@ -239,7 +248,7 @@ def peak_memory_megabytes() -> float:
 
 def fit_detector(table, indices, backbone: str, weights: str | None, image_size, grayscale: bool = False,
                  blocks: list[str] | None = None, coreset_fraction: float = 0.01, seed: int = 0,
-                 batch_size: int = 32, verbose: int = 0) -> AnomalyDetector:
+                 batch_size: int = 32, verbose: int = 0, border_margin: float = 0.0) -> AnomalyDetector:
     """Fits a detector on the (good) images `indices` of `table`.
 
     Args:
@@ -248,6 +257,8 @@ def fit_detector(table, indices, backbone: str, weights: str | None, image_size,
         coreset_fraction: Share of all good patches the bank keeps.
         seed: Seeds the sample of patches the coreset looks at.
         batch_size: Images per forward pass.
+        border_margin: Share of each side of the map left out of image scores (the bank keeps every
+            good patch, so a border patch still finds its neighbours).
 
     Example:
         >>> detector = fit_detector(table, good, "mobilenet_v2", "imagenet", (128, 128))  # doctest: +SKIP
@@ -266,8 +277,9 @@ def fit_detector(table, indices, backbone: str, weights: str | None, image_size,
     grid = tuple(int(side) for side in extractor.output_shape[1:3])
     per_image = grid[0] * grid[1]
     total = per_image * len(indices)
+    size = max(1, int(round(coreset_fraction * total)))
     # Every patch has the same chance to enter the pool, batch by batch: memory is the pool's, not the data's.
-    keep = min(1.0, MAX_POOL / total)
+    keep = min(1.0, max(MAX_POOL, 4 * size) / total)
     rng = np.random.default_rng(seed)
     pool = []
     for images, _labels in make_dataset(table, indices, image_size, batch_size):
@@ -275,19 +287,19 @@ def fit_detector(table, indices, backbone: str, weights: str | None, image_size,
         pool.append(features if keep == 1.0 else features[rng.random(len(features)) < keep])
     pool = np.concatenate(pool)
     extracted = time.perf_counter()
-    size = max(1, min(len(pool), int(round(coreset_fraction * total))))
-    bank = pool[greedy_coreset(pool, size, seed)]
+    bank = pool[greedy_coreset(pool, min(size, len(pool)), seed)]
     facts = {
         "backbone": backbone, "weights_source": weights_source, "blocks": list(blocks), "grid": list(grid),
         "feature_dims": int(bank.shape[1]), "good_images": int(len(indices)), "patches": int(total),
         "pool": int(len(pool)), "coreset_fraction": float(coreset_fraction), "bank_size": int(len(bank)),
+        "border_margin": float(border_margin),
         "bank_megabytes": float(bank.nbytes / 2 ** 20),
         "extract_seconds": extracted - started, "coreset_seconds": time.perf_counter() - extracted,
     }
     if verbose:
         print(f"anomaly: {len(bank):,} of {total:,} good patches in the bank ({facts['bank_megabytes']:.1f} MB), "
               f"blocks {', '.join(blocks)}")
-    return AnomalyDetector(extractor, bank, image_size, facts=facts)
+    return AnomalyDetector(extractor, bank, image_size, border_margin=border_margin, facts=facts)
 
 
 def load_detector(model_file, arrays_file) -> AnomalyDetector:
@@ -299,7 +311,7 @@ def load_detector(model_file, arrays_file) -> AnomalyDetector:
     extractor = keras.saving.load_model(model_file, compile=False, safe_mode=True)
     with np.load(arrays_file, allow_pickle=False) as saved:
         return AnomalyDetector(extractor, saved["bank"], tuple(int(s) for s in saved["image_size"]),
-                               float(saved["center"]), float(saved["scale"]))
+                               float(saved["center"]), float(saved["scale"]), float(saved["border_margin"]))
 
 
 @dataclass
@@ -338,7 +350,8 @@ def fit_run(table, train_indices, positive_index, recipe, verbose: int = 0) -> t
     size = (recipe.model.image_size, recipe.model.image_size)
     weights = None if recipe.model.weights == "none" else recipe.model.weights
     detector = fit_detector(table, good, recipe.model.backbone, weights, size, recipe.model.grayscale, blocks,
-                            recipe.anomaly.coreset_fraction, recipe.training.seed, recipe.training.batch_size, verbose)
+                            recipe.anomaly.coreset_fraction, recipe.training.seed, recipe.training.batch_size, verbose,
+                            recipe.anomaly.border_margin)
     facts = dict(detector.facts, defects_ignored=int((labels == positive_index).sum()))
     fit = AnomalyFit(detector.extractor, detector, time.perf_counter() - started, facts["weights_source"],
                      devices.description)
@@ -381,8 +394,10 @@ def describe(report: dict) -> tuple[str, list[list[str]]]:
     text = (f"Fitted on the {facts['good_images']} good training images only"
             + (f"; the training split's {facts['defects_ignored']} defect images were not used (validation and test keep "
                "theirs)" if facts.get("defects_ignored") else "")
-            + ". An image's score is the largest distance from one of its patches to the nearest good patch in the "
-              f"memory bank, mapped to [0, 1] by a logistic curve centred on the good validation images. {rule}")
+            + ". An image's score is the largest distance from one of its patches"
+            + (f" (outside the outer {facts['border_margin']:.1%} of each side)" if facts.get("border_margin") else "")
+            + " to the nearest good patch in the memory bank, mapped to [0, 1] by a logistic curve centred on the good "
+              f"validation images. {rule}")
     gigabytes = facts.get("peak_memory_megabytes")
     rows = [
         ["patch features", f"blocks {', '.join(facts['blocks'])} of {facts['backbone']} ({facts['weights_source']} "

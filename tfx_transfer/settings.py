@@ -218,6 +218,9 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
     "anomaly": (
         _S("feature_blocks", _OPTIONAL_STR, None, "the backbone's named blocks whose patch features are compared, "
            "comma-separated (tfx-transfer backbones); default: the deepest blocks at 1/8 and 1/16 of the image side"),
+        _S("border_margin", (float,), 0.0, "share of each side of the anomaly map left out of the image's score (a frame "
+           "or fixture that differs from part to part); the map still shows it", minimum=0.0, maximum=0.5,
+           open_maximum=True),
         _S("coreset_fraction", (float,), 0.01, "share of the good training images' patches kept in the memory bank "
            "(greedy coreset: the patches that cover the rest best)", minimum=0.0, maximum=1.0, open_minimum=True),
     ),
