@@ -41,6 +41,19 @@ def test_runs_of_one_recipe_content_share_a_section_and_name_their_split(tmp_pat
     assert "chosen on **validation**" in page and "never used to choose" in page
 
 
+def test_runs_limited_to_a_few_defect_images_are_rows_of_their_own(tmp_path):
+    recipe = load_recipe("product_defects").to_dict()
+    for defects in (5, 20, None):
+        run = _finished_run(tmp_path / "compare" / "runs" / f"feature_extraction_d{defects}_f1_s0", recipe,
+                            label="feature_extraction")
+        report = json.loads((run / "report.json").read_text())
+        (run / "report.json").write_text(json.dumps(dict(report, defects=defects)))
+    rows = [line for line in results_page([tmp_path / "compare"]).splitlines() if line.startswith("| feature_extraction")]
+    assert [row.split(" | ")[0] for row in rows] == ["| feature_extraction", "| feature_extraction, 20 defects",
+                                                     "| feature_extraction, 5 defects"]
+    assert all(row.split(" | ")[2] == "1" for row in rows)  # one run each, not three seeds of one
+
+
 def test_the_key_ignores_what_a_comparison_varies_and_nothing_else():
     recipe = load_recipe("chest_xray").to_dict()
     seed_and_strategy = load_recipe("chest_xray").with_overrides(["training.seed=3", "training.strategy=scratch"]).to_dict()

@@ -57,8 +57,12 @@ def _row(run: Path) -> dict:
     report = json.loads(RunFolder(run).report_file.read_text())
     primary = report["metrics"]["primary"]
     validation = report["validation"]
+    label = report.get("label", report["strategy"])
+    # A supervised run limited to a few defect images (compare --defects) is its own configuration.
+    if report.get("defects") is not None and report["strategy"] != "anomaly":
+        label = f"{label}, {report['defects']} defects"
     return {
-        "run": str(run), "label": report.get("label", report["strategy"]), "fraction": report.get("fraction", 1.0),
+        "run": str(run), "label": label, "fraction": report.get("fraction", 1.0),
         "seed": report.get("seed", 0), "n_train": report["data"]["n_train"], "metric": primary["name"],
         "validation": validation.get(primary["name"]), "test": primary["value"], "low": primary.get("low"),
         "high": primary.get("high"), "validation_accuracy": validation.get("accuracy"),
