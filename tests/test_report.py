@@ -243,6 +243,32 @@ def test_comparison_report_verdict_matches_its_own_table(tmp_path):
     assert "| weights | imagenet: offline |" in markdown  # one source: said once
 
 
+def test_a_defects_comparison_orders_rows_by_count_and_names_each_configuration(tmp_path):
+    runs = []
+    for defects, quality in ((20, 0.7), (5, 0.6), (None, 0.9), (0, 0.8)):
+        label = "anomaly" if defects == 0 else "feature_extraction"
+        run = write_fake_run(tmp_path / "runs" / f"{label}_d{defects}", label, quality=quality)
+        facts = json.loads((run / "run.json").read_text())
+        defective = 100 if defects is None else defects
+        facts["data"].update(n_train=100 + defective, train_counts=[100, defective])
+        facts.update(defects=defects)
+        if label == "anomaly":  # trains no network: no augmentation, no epochs
+            facts.update(augmentation=None, epochs_to_best=None, phases=[], trainable_params=0)
+        (run / "run.json").write_text(json.dumps(facts))
+        runs.append(run)
+    report = write_comparison_report(tmp_path, runs)
+    markdown = (tmp_path / "report.md").read_text()
+    table = markdown.split("mean [95% interval])\n\n")[1].split("\n\n")[0].splitlines()
+    assert table[0] == "| strategy | 1 |"  # the training images differ by row: each cell says its own
+    assert [line.split(" | ")[0] for line in table[2:]] == [
+        "| anomaly", "| feature_extraction, 5 defects", "| feature_extraction, 20 defects", "| feature_extraction, all defects"]
+    assert table[3].endswith("(n=105) |") and table[5].endswith("(n=200) |")
+    assert report["best_label"] == "feature_extraction, all defects"
+    assert "## Best configuration: feature_extraction, all defects at fraction 1" in markdown
+    assert "| anomaly | 50.0 | 0 | n/a |" in markdown  # no epochs to best, not 0
+    assert "| augmentation | policy=defects, rotate90=True |" in markdown  # the supervised runs' augmentation
+
+
 def test_comparison_facts_name_the_weights_of_each_strategy(tmp_path):
     # A scratch run listed first must not make the whole comparison read "weights: random".
     runs = [write_fake_run(tmp_path / "runs" / label, label, quality=quality)

@@ -8,7 +8,7 @@ run: `label`, `strategy`, `fraction`, `seed`, `n_train`, the metric names of a r
 source), `run_dir`), `summary` (one per strategy and fraction: `mean`, `low`, `high`, `values`,
 `n_train`, `seconds`), `verdict` (`per_fraction`, `text`, and with `compare --defects` `defects`:
 how many defect images supervised training needs to beat the anomaly strategy), `best` (the best configuration's run
-report, without history) and `facts` (backbone, weights (each source with the strategies that
+report, without history), `best_label` (its row label, e.g. "fine_tune_12, all defects") and `facts` (backbone, weights (each source with the strategies that
 started from it), image size, data counts, skipped files, augmentation, device, versions, total
 time).
 
@@ -71,6 +71,12 @@ def _defects_label(row: dict) -> str:
 
 def _count_key(count) -> float:
     return float("inf") if count is None else float(count)
+
+
+def _order(item: dict) -> tuple:
+    """Rows by strategy, then by number of defect images (5 before 20 before all): anomaly first."""
+    base = item["label"].split(", ")[0]
+    return (base, -1.0 if item["strategy"] == "anomaly" else _count_key(item.get("defects")), item["label"])
 
 
 def defects_verdict(summary: list[dict], metric: str) -> dict:
@@ -149,9 +155,15 @@ def summarise(rows: list[dict]) -> list[dict]:
             "mean": mean, "low": low, "high": high, "values": values, "seeds": len(members),
             "seconds": float(np.mean([m["timing"]["total_seconds"] for m in members])),
             "trainable_params": int(np.max([m["trainable_params"] for m in members])),
-            "epochs_to_best": float(np.mean([m["epochs_to_best"] or 0 for m in members])),
+            # None for a strategy that trains no network (anomaly).
+            "epochs_to_best": _mean_or_none([m["epochs_to_best"] for m in members]),
         })
     return summary
+
+
+def _mean_or_none(values) -> float | None:
+    values = [value for value in values if value is not None]
+    return float(np.mean(values)) if values else None
 
 
 def verdict(summary: list[dict], metric: str) -> dict:
@@ -289,18 +301,21 @@ def build_comparison(run_dirs: list[str | os.PathLike], rebuild: bool = False) -
     best_row = max(best_rows, key=lambda r: r["primary"]["value"] if r["primary"]["value"] is not None else -1)
     best = {k: v for k, v in reports[best_row["run_dir"]].items() if k != "history"}
     first = next(iter(reports.values()))
+    # The augmentation of the runs that trained a network (an anomaly run has none).
+    trained = next((report for report in reports.values() if report["strategy"] != "anomaly"), first)
     data = first["data"]
     facts = {
         "recipes": recipes, "backbone": first["backbone"], "weights": _weights_by_source(rows), "image_size": first["image_size"],
         "data": {"source": data["source"], "class_names": data["class_names"], "n_train_available": data.get("n_train_available"),
                  "n_val": data["n_val"], "n_test": data["n_test"], "skipped": data["skipped"]},
-        "augmentation": first.get("augmentation"), "device": first["device"], "versions": first["versions"],
+        "augmentation": trained.get("augmentation"), "device": first["device"], "versions": first["versions"],
         "total_seconds": float(sum(row["timing"]["total_seconds"] for row in rows)),
         "seeds": sorted({row["seed"] for row in rows}), "fractions": sorted({row["fraction"] for row in rows}),
     }
     comparison = {
         "kind": "comparison", "recipe": ", ".join(recipes), "primary_metric": metric, "rows": rows,
         "summary": summary, "verdict": verdict(summary, metric), "best": best, "best_run_dir": best_row["run_dir"],
+        "best_label": best_row["label"],
         "facts": facts,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -313,8 +328,11 @@ def build_comparison(run_dirs: list[str | os.PathLike], rebuild: bool = False) -
 def _summary_table(comparison: dict) -> tuple[list[str], list[list[str]]]:
     summary = comparison["summary"]
     fractions = sorted({c["fraction"] for c in summary})
-    labels = sorted({c["label"] for c in summary})
-    header = ["strategy"] + [f"{f:g} (n={next(c['n_train'] for c in summary if c['fraction'] == f)})" for f in fractions]
+    labels = [c["label"] for c in sorted(summary, key=_order)]
+    labels = list(dict.fromkeys(labels))
+    # Training images per column; when they differ by row (compare --defects), each cell says its own.
+    sizes = {f: {c["n_train"] for c in summary if c["fraction"] == f} for f in fractions}
+    header = ["strategy"] + [f"{f:g} (n={next(iter(sizes[f]))})" if len(sizes[f]) == 1 else f"{f:g}" for f in fractions]
     rows = []
     for label in labels:
         row = [label]
@@ -324,7 +342,8 @@ def _summary_table(comparison: dict) -> tuple[list[str], list[list[str]]]:
                 row.append("n/a")
             else:
                 interval = "" if cell["low"] is None else f" [{cell['low']:.3f}, {cell['high']:.3f}]"
-                row.append(f"{cell['mean']:.3f}{interval}")
+                size = "" if len(sizes[fraction]) == 1 else f" (n={cell['n_train']})"
+                row.append(f"{cell['mean']:.3f}{interval}{size}")
         rows.append(row)
     return header, rows
 
@@ -332,8 +351,9 @@ def _summary_table(comparison: dict) -> tuple[list[str], list[list[str]]]:
 def _cost_table(comparison: dict) -> tuple[list[str], list[list[str]]]:
     summary = comparison["summary"]
     largest = max(c["fraction"] for c in summary)
-    rows = [[c["label"], f"{c['seconds']:.1f}", f"{c['trainable_params']:,}", f"{c['epochs_to_best']:.1f}"]
-            for c in sorted(summary, key=lambda c: c["label"]) if c["fraction"] == largest]
+    rows = [[c["label"], f"{c['seconds']:.1f}", f"{c['trainable_params']:,}",
+             "n/a" if c["epochs_to_best"] is None else f"{c['epochs_to_best']:.1f}"]
+            for c in sorted(summary, key=_order) if c["fraction"] == largest]
     return ["strategy", "time per run (s)", "trainable params", "epochs to best val"], rows
 
 
@@ -341,7 +361,7 @@ def _runs_table(comparison: dict) -> tuple[list[str], list[list[str]]]:
     header = ["strategy", "fraction", "seed", "n_train", "accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "seconds"]
     rows = [[r["label"], f"{r['fraction']:g}", r["seed"], r["n_train"], *(render.number(r["metrics"][k]) for k in
              ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")), f"{r['timing']['total_seconds']:.1f}"]
-            for r in sorted(comparison["rows"], key=lambda r: (r["fraction"], r["label"], r["seed"]))]
+            for r in sorted(comparison["rows"], key=lambda r: (r["fraction"], _order(r), r["seed"]))]
     return header, rows
 
 
@@ -371,7 +391,7 @@ def render_comparison_markdown(comparison: dict, reports: dict[str, dict] | None
              *(["## Defect images needed: supervised vs anomaly", "", render.markdown_table(*_defects_table(comparison)), ""]
                if comparison["verdict"].get("defects") else []),
              "## Cost (largest training set)", "", render.markdown_table(*_cost_table(comparison)), "",
-             f"## Best configuration: {best.get('label')} at fraction {best.get('fraction'):g}, seed {best.get('seed')}", ""]
+             f"## Best configuration: {comparison.get('best_label', best.get('label'))} at fraction {best.get('fraction'):g}, seed {best.get('seed')}", ""]
     if best.get("most_confused"):
         lines += [render.markdown_table(["true", "predicted", "count"],
                                         [[p["true"], p["predicted"], p["count"]] for p in best["most_confused"]]), ""]
@@ -392,14 +412,14 @@ BORDER_TEXT = (f"The share of each strategy's Grad-CAM heat in the image's borde
 def _border_table(comparison: dict, reports: dict[str, dict]) -> tuple[list[str], list[list[str]]] | None:
     largest = max(r["fraction"] for r in comparison["rows"])
     first_seed = min(comparison["facts"]["seeds"])
-    chosen = [reports[r["run_dir"]] for r in comparison["rows"] if r["fraction"] == largest and r["seed"] == first_seed]
-    chosen = [report for report in chosen if (report.get("explanations") or {}).get("border_share")]
+    chosen = [(r["label"], reports[r["run_dir"]]) for r in sorted(comparison["rows"], key=_order)
+              if r["fraction"] == largest and r["seed"] == first_seed]
+    chosen = [(label, report) for label, report in chosen if (report.get("explanations") or {}).get("border_share")]
     if not chosen:
         return None
     names = comparison["facts"]["data"]["class_names"]
-    rows = [[report.get("label", report["strategy"]),
-             *(render.number(report["explanations"]["border_share"][name]["mean"]) for name in names),
-             render.number(report["explanations"]["border_baseline"])] for report in chosen]
+    rows = [[label, *(render.number(report["explanations"]["border_share"][name]["mean"]) for name in names),
+             render.number(report["explanations"]["border_baseline"])] for label, report in chosen]
     return ["strategy", *(f"predicted {name}" for name in names), "if spread evenly"], rows
 
 
@@ -430,7 +450,7 @@ def comparison_sections(comparison: dict, reports: dict[str, dict], level: str =
         (f"{level}Cost (largest training set)", render.html_table(*_cost_table(comparison))),
         (f"{level}Validation curves (convergence)", render.html_image(render.figure_to_data_uri(
             _validation_curves_figure(seed0)), "validation curves")),
-        (f"{level}Best configuration: {best.get('label')} at fraction {best.get('fraction'):g}, seed {best.get('seed')}",
+        (f"{level}Best configuration: {comparison.get('best_label', best.get('label'))} at fraction {best.get('fraction'):g}, seed {best.get('seed')}",
          (render.paragraph("Multi-label: see the run's report for its per-label table.", "note") if best.get("multi_label") else
           render.html_image(render.figure_to_data_uri(confusion_figure(best["confusion_matrix"], best["data"]["class_names"])),
                             "confusion matrix of the best configuration"))

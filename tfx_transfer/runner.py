@@ -280,6 +280,27 @@ def _image_records(table, name: str, indices: np.ndarray) -> dict:
     return records
 
 
+def epochs_to_best(phases, monitor: str) -> int | None:
+    """The epoch whose weights a model kept: its best over all its phases (a fine-tune that never
+    beat the head phase keeps the head's). An ensemble's is its members' latest.
+
+    Example:
+        >>> from tfx_transfer.train import PhaseSummary
+        >>> epochs_to_best([PhaseSummary("head", 1, [], 8, 1, 0.5, 1.0), PhaseSummary("fine_tune", 9, [], 6, 13, 0.7, 9.0)],
+        ...                "val_loss")
+        1
+    """
+    kept = {}
+    for phase in phases:
+        if phase.best_value is None:
+            continue
+        best = kept.get(phase.member)
+        # Strictly better only, as training keeps its best: on a tie the earlier weights stay.
+        if best is None or (phase.best_value < best.best_value if monitor == "val_loss" else phase.best_value > best.best_value):
+            kept[phase.member] = phase
+    return max((phase.best_epoch for phase in kept.values()), default=None)
+
+
 def training_indices(prepared: PreparedData, fraction: float = 1.0, seed: int = 0, defects: int | None = None
                      ) -> np.ndarray:
     """The training rows of a run: the nested, stratified `fraction` of the training split, then at
@@ -387,7 +408,6 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
                              **_image_records(table, "train_sample", _sample(train_indices, TRAIN_SAMPLE_SIZE, recipe.training.seed)))
     folder.write_history(result.history)
     folder.save_model(result.model)
-    best = [phase.best_epoch for phase in result.phases if phase.best_epoch is not None]
     # What trained the model: an anomaly run leaves the training split's defects out.
     used = train_indices[table.labels[train_indices] != prepared.positive_index] if anomaly else train_indices
     skipped = [list(item) for item in table.skipped]
@@ -431,7 +451,7 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
                        "test_time_views": views},
         "phases": [asdict(phase) for phase in result.phases],
         "trainable_params": max((phase.trainable_params for phase in result.phases), default=0),
-        "epochs_to_best": max(best) if best else None,
+        "epochs_to_best": epochs_to_best(result.phases, config.monitor),
         # An ensemble's members train one after the other: its epochs are its longest member's.
         "epochs": max(Counter(record.get("member") for record in result.history).values(), default=0),
         "timing": {"train_seconds": result.seconds, "predict_seconds": predict_seconds,
