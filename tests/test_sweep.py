@@ -21,7 +21,7 @@ def test_epochs_to_best_is_the_epoch_of_the_weights_each_model_kept():
 
     head, fine_tune = PhaseSummary("head", 1, [], 8, 1, 0.50, 1.0), PhaseSummary("fine_tune", 9, [], 6, 13, 0.70, 9.0)
     assert epochs_to_best([head, fine_tune], "val_loss") == 1  # the fine-tune never beat the head: its weights stay
-    assert epochs_to_best([head, fine_tune], "val_auc") == 13
+    assert epochs_to_best([head, fine_tune], "val_accuracy") == 13
     tie = PhaseSummary("fine_tune", 9, [], 6, 12, 0.50, 9.0)
     assert epochs_to_best([head, tie], "val_loss") == 1  # a tie keeps the earlier weights, as training does
     members = [PhaseSummary("head", 1, [], 8, 4, 0.5, 1.0, member=1), PhaseSummary("head", 1, [], 8, 6, 0.4, 1.0, member=2)]
