@@ -49,9 +49,14 @@ def test_runs_limited_to_a_few_defect_images_are_rows_of_their_own(tmp_path):
         report = json.loads((run / "report.json").read_text())
         (run / "report.json").write_text(json.dumps(dict(report, defects=defects)))
     rows = [line for line in results_page([tmp_path / "compare"]).splitlines() if line.startswith("| feature_extraction")]
-    assert [row.split(" | ")[0] for row in rows] == ["| feature_extraction", "| feature_extraction, 20 defects",
-                                                     "| feature_extraction, 5 defects"]
+    assert [row.split(" | ")[0] for row in rows] == ["| feature_extraction, 5 defects", "| feature_extraction, 20 defects",
+                                                     "| feature_extraction"]  # by count, all last
     assert all(row.split(" | ")[2] == "1" for row in rows)  # one run each, not three seeds of one
+    assert "; anomaly:" not in results_page([tmp_path / "compare"])  # no anomaly run: its settings set nothing
+    _finished_run(tmp_path / "compare" / "runs" / "anomaly_f1_s0", recipe, label="anomaly")
+    page = results_page([tmp_path / "compare"])
+    line = next(line for line in page.splitlines() if line.startswith("mobilenet_v2 at"))
+    assert "ensemble 2; anomaly: " in line and "border_margin 0.125" in line and "coreset_fraction 0.01" in line
 
 
 def test_the_key_ignores_what_a_comparison_varies_and_nothing_else():

@@ -58,17 +58,31 @@ def _row(run: Path) -> dict:
     primary = report["metrics"]["primary"]
     validation = report["validation"]
     label = report.get("label", report["strategy"])
+    defects = None if report["strategy"] == "anomaly" else report.get("defects")
     # A supervised run limited to a few defect images (compare --defects) is its own configuration.
-    if report.get("defects") is not None and report["strategy"] != "anomaly":
-        label = f"{label}, {report['defects']} defects"
+    if defects is not None:
+        label = f"{label}, {defects} defects"
     return {
-        "run": str(run), "label": label, "fraction": report.get("fraction", 1.0),
+        "run": str(run), "label": label, "strategy": report["strategy"], "defects": defects,
+        "base_label": report.get("label", report["strategy"]), "fraction": report.get("fraction", 1.0),
         "seed": report.get("seed", 0), "n_train": report["data"]["n_train"], "metric": primary["name"],
         "validation": validation.get(primary["name"]), "test": primary["value"], "low": primary.get("low"),
         "high": primary.get("high"), "validation_accuracy": validation.get("accuracy"),
         "test_accuracy": report["metrics"].get("accuracy"), "epochs_to_best": report.get("epochs_to_best"),
         "seconds": report.get("timing", {}).get("total_seconds"),
     }
+
+
+def _order(row: dict) -> tuple:
+    """By strategy label, then by number of defect images (5 before 20 before all)."""
+    return (row["base_label"], float("inf") if row["defects"] is None else row["defects"])
+
+
+def _anomaly_settings(recipe: dict, rows: list[dict]) -> str:
+    """The anomaly section's settings, when the group has an anomaly run (they set its results)."""
+    if not any(row["strategy"] == "anomaly" for row in rows):
+        return ""
+    return "; anomaly: " + ", ".join(f"{name} {value}" for name, value in (recipe.get("anomaly") or {}).items())
 
 
 def _mean(values) -> str:
@@ -104,7 +118,8 @@ def results_page(folders) -> str:
                   render.markdown_text(f"{model.get('backbone')} at {model.get('image_size')} px, weights "
                                        f"{model.get('weights')}, data {recipe.get('data', {}).get('source')}, "
                                        f"sample {recipe.get('data', {}).get('sample')}, epochs {training.get('epochs')}"
-                                       f"/{training.get('fine_tune_epochs')}, ensemble {training.get('ensemble_size')}."),
+                                       f"/{training.get('fine_tune_epochs')}, ensemble {training.get('ensemble_size')}"
+                                       + _anomaly_settings(recipe, rows) + "."),
                   ""]
         summary = {}
         for row in rows:
@@ -114,13 +129,14 @@ def results_page(folders) -> str:
              "test accuracy"],
             [[label, f"{fraction:g}", len(cell), _mean(r["validation"] for r in cell), _mean(r["test"] for r in cell),
               _mean(r["validation_accuracy"] for r in cell), _mean(r["test_accuracy"] for r in cell)]
-             for (label, fraction), cell in sorted(summary.items())]))
+             for (label, fraction), cell in sorted(summary.items(), key=lambda item: (_order(item[1][0]), item[0][1]))]))
         lines += ["", "<details><summary>Every run</summary>", ""]
         lines.append(render.markdown_table(
             ["run", "seed", "n_train", f"validation {metric}", f"test {metric} [95% CI]", "epochs to best", "seconds"],
             [[os.path.relpath(Path(r["run"]).resolve(), common), r["seed"], r["n_train"], render.number(r["validation"]),
               f"{render.number(r['test'])} [{render.number(r['low'])}, {render.number(r['high'])}]",
-              r["epochs_to_best"], render.number(r["seconds"], 0)] for r in rows]))
+              "n/a" if r["epochs_to_best"] is None else r["epochs_to_best"], render.number(r["seconds"], 0)]
+             for r in sorted(rows, key=lambda r: (_order(r), r["fraction"], r["seed"]))]))
         lines += ["", "</details>", ""]
     return "\n".join(lines)
 
