@@ -15,20 +15,6 @@ TINY = {"model.backbone": "tiny_test", "model.weights": "none", "model.image_siz
         "training.batch_size": 8, "evaluation.bootstrap": 20}
 
 
-def test_epochs_to_best_is_the_epoch_of_the_weights_each_model_kept():
-    from tfx_transfer.runner import epochs_to_best
-    from tfx_transfer.train import PhaseSummary
-
-    head, fine_tune = PhaseSummary("head", 1, [], 8, 1, 0.50, 1.0), PhaseSummary("fine_tune", 9, [], 6, 13, 0.70, 9.0)
-    assert epochs_to_best([head, fine_tune], "val_loss") == 1  # the fine-tune never beat the head: its weights stay
-    assert epochs_to_best([head, fine_tune], "val_accuracy") == 13
-    tie = PhaseSummary("fine_tune", 9, [], 6, 12, 0.50, 9.0)
-    assert epochs_to_best([head, tie], "val_loss") == 1  # a tie keeps the earlier weights, as training does
-    members = [PhaseSummary("head", 1, [], 8, 4, 0.5, 1.0, member=1), PhaseSummary("head", 1, [], 8, 6, 0.4, 1.0, member=2)]
-    assert epochs_to_best(members, "val_loss") == 6  # an ensemble's: its members' latest
-    assert epochs_to_best([], "val_loss") is None  # anomaly: no training
-
-
 def test_parse_strategies_and_fractions_explain_bad_input():
     assert parse_strategies("scratch,fine_tune:4") == [
         ("scratch", {"training.strategy": "scratch"}),

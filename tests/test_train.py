@@ -26,7 +26,7 @@ from tfx_transfer.data import drop_unreadable, make_dataset
 from tfx_transfer.model import build_classifier, feature_extractor, find_backbone
 from tfx_transfer.sources import load_source
 from tfx_transfer.splits import split_table
-from tfx_transfer.train import STRATEGIES, TrainConfig, plan_phases, train
+from tfx_transfer.train import STRATEGIES, PhaseSummary, TrainConfig, epochs_to_best, plan_phases, train
 
 TINY = dict(backbone="tiny_test", weights=None, image_size=(32, 32), batch_size=6, epochs=3,
             fine_tune_epochs=2, unfreeze_blocks=1, learning_rate=1e-3, fine_tune_learning_rate=1e-5,
@@ -432,3 +432,14 @@ def test_layer_decay_gives_lower_blocks_lower_learning_rates_and_resumes(tiny_da
     uninterrupted = train(table, splits, config, run_dir=tmp_path / "whole", verbose=0)
     resumed = _crash_then_resume(table, splits, config, tmp_path / "broken", monkeypatch)
     assert _without_timing(resumed.history) == _without_timing(uninterrupted.history)
+
+
+def test_epochs_to_best_is_the_epoch_of_the_weights_each_model_kept():
+    head, fine_tune = PhaseSummary("head", 1, [], 8, 1, 0.50, 1.0), PhaseSummary("fine_tune", 9, [], 6, 13, 0.70, 9.0)
+    assert epochs_to_best([head, fine_tune], "val_loss") == 1  # the fine-tune never beat the head: its weights stay
+    assert epochs_to_best([head, fine_tune], "val_accuracy") == 13
+    tie = PhaseSummary("fine_tune", 9, [], 6, 12, 0.50, 9.0)
+    assert epochs_to_best([head, tie], "val_loss") == 1  # a tie keeps the earlier weights, as training does
+    members = [PhaseSummary("head", 1, [], 8, 4, 0.5, 1.0, member=1), PhaseSummary("head", 1, [], 8, 6, 0.4, 1.0, member=2)]
+    assert epochs_to_best(members, "val_loss") == 6  # an ensemble's: its members' latest
+    assert epochs_to_best([], "val_loss") is None  # anomaly: no training

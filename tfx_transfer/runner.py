@@ -280,27 +280,6 @@ def _image_records(table, name: str, indices: np.ndarray) -> dict:
     return records
 
 
-def epochs_to_best(phases, monitor: str) -> int | None:
-    """The epoch whose weights a model kept: its best over all its phases (a fine-tune that never
-    beat the head phase keeps the head's). An ensemble's is its members' latest.
-
-    Example:
-        >>> from tfx_transfer.train import PhaseSummary
-        >>> epochs_to_best([PhaseSummary("head", 1, [], 8, 1, 0.5, 1.0), PhaseSummary("fine_tune", 9, [], 6, 13, 0.7, 9.0)],
-        ...                "val_loss")
-        1
-    """
-    kept = {}
-    for phase in phases:
-        if phase.best_value is None:
-            continue
-        best = kept.get(phase.member)
-        # Strictly better only, as training keeps its best: on a tie the earlier weights stay.
-        if best is None or (phase.best_value < best.best_value if monitor == "val_loss" else phase.best_value > best.best_value):
-            kept[phase.member] = phase
-    return max((phase.best_epoch for phase in kept.values()), default=None)
-
-
 def training_indices(prepared: PreparedData, fraction: float = 1.0, seed: int = 0, defects: int | None = None
                      ) -> np.ndarray:
     """The training rows of a run: the nested, stratified `fraction` of the training split, then at
@@ -362,6 +341,7 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
     from tfx_transfer.ensemble import train_ensemble
     from tfx_transfer.predict import score_images
     from tfx_transfer.report import write_run_report
+    from tfx_transfer.train import epochs_to_best
 
     started = time.perf_counter()
     folder = RunFolder(out)

@@ -181,6 +181,26 @@ class TrainingState:
         return asdict(self)
 
 
+def epochs_to_best(phases, monitor: str) -> int | None:
+    """The epoch whose weights a model kept: its best over all its phases (a fine-tune that never
+    beat the head phase keeps the head's). An ensemble's is its members' latest.
+
+    Example:
+        >>> epochs_to_best([PhaseSummary("head", 1, [], 8, 1, 0.5, 1.0), PhaseSummary("fine_tune", 9, [], 6, 13, 0.7, 9.0)],
+        ...                "val_loss")
+        1
+    """
+    kept = {}
+    for phase in phases:
+        if phase.best_value is None:
+            continue
+        best = kept.get(phase.member)
+        # The rule training keeps its best by (strictly better: on a tie the earlier weights stay).
+        if _is_better(phase.best_value, None if best is None else best.best_value, monitor):
+            kept[phase.member] = phase
+    return max((phase.best_epoch for phase in kept.values()), default=None)
+
+
 class BestWeights:
     """The one tracker of best weights and early stopping: the phase's best (restored when the phase
     ends) and the run's best (the returned model), each also written to the run folder so a
