@@ -23,7 +23,7 @@ from tfx_transfer.sweep import compare, parse_defects
 # integration measurements (ELPV, in the closing note), not for unit tests.
 ANOMALY = ["model.backbone=tiny_test", "model.weights=none", "model.image_size=64", "data.positive_class=scratched",
            "data.weight_column=null", "evaluation.bootstrap=50", "anomaly.coreset_fraction=0.1",
-           "training.strategy=anomaly"]
+           "anomaly.border_margin=0.0", "training.strategy=anomaly"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def anomaly_run(textures, tmp_path_factory):
                    verbose=0)
 
 
-def test_a_planted_scratch_ranks_above_clean_textures(anomaly_run):
+def test_a_planted_scratch_ranks_above_clean_textures(anomaly_run, tmp_path):
     from tfx_transfer.anomaly import load_detector
     from tfx_transfer.sources import ImageTable
 
@@ -64,6 +64,8 @@ def test_a_planted_scratch_ranks_above_clean_textures(anomaly_run):
     inner, same_maps = detector.distances(table, np.arange(12))
     np.testing.assert_allclose(same_maps, maps)
     np.testing.assert_allclose(inner, maps[:, 2:6, 2:6].reshape(12, -1).max(axis=1))
+    np.savez(tmp_path / "anomaly.npz", **detector.arrays())  # the margin is saved with the bank
+    assert load_detector(anomaly_run.run_dir / "model.keras", tmp_path / "anomaly.npz").border_margin == 0.25
 
 
 def test_the_run_learns_from_good_images_only_and_reports_the_bank(anomaly_run):
