@@ -311,7 +311,9 @@ def load_detector(model_file, arrays_file) -> AnomalyDetector:
     extractor = keras.saving.load_model(model_file, compile=False, safe_mode=True)
     with np.load(arrays_file, allow_pickle=False) as saved:
         return AnomalyDetector(extractor, saved["bank"], tuple(int(s) for s in saved["image_size"]),
-                               float(saved["center"]), float(saved["scale"]), float(saved["border_margin"]))
+                               float(saved["center"]), float(saved["scale"]),
+                               # Runs saved before the margin existed scored every patch.
+                               float(saved["border_margin"]) if "border_margin" in saved.files else 0.0)
 
 
 @dataclass
