@@ -211,19 +211,18 @@ def train_config(recipe: Recipe, class_names: list[str]):
     )
 
 
-def _add_explanations(folder: RunFolder, model, table, test_indices, image_size, seed: int) -> None:
-    """Grad-CAM over the test images the report will show, into explanations.npz (before the
-    report is written, so that it shows them). A failure costs the heatmaps only, never the
-    finished run (a warning says why)."""
-    from tfx_transfer.explain import explain_test_images
+def _add_explanations(folder: RunFolder, what: str, make) -> None:
+    """Heatmaps over the test images the report will show, into explanations.npz (before the
+    report is written, so that it shows them): `make(report, predictions)` draws them (Grad-CAM,
+    or an anomaly run's maps). A failure costs the heatmaps only, never the finished run (a
+    warning says why)."""
     from tfx_transfer.report import build_run_report
 
     try:
-        arrays = explain_test_images(model, table, test_indices, image_size, build_run_report(folder.path),
-                                     folder.read_predictions(), seed)
+        arrays = make(build_run_report(folder.path), folder.read_predictions())
     except Exception as error:  # noqa: BLE001 (any failure here must not lose the trained run)
-        warnings.warn(f"Grad-CAM heatmaps were not made ({type(error).__name__}: {error}); the run's results are "
-                      "unaffected.", stacklevel=2)
+        warnings.warn(f"{what} were not made ({type(error).__name__}: {error}); the run's results are unaffected.",
+                      stacklevel=2)
         return
     if arrays:
         folder.write_explanations(arrays)
@@ -242,22 +241,6 @@ def _anomaly_scores(detector, table, splits, positive_index: int, facts: dict):
     facts["peak_memory_megabytes"] = peak_memory_megabytes()
     return (detector.scores(val_distance, positive_index), detector.scores(test_distance, positive_index),
             {"val_distance": val_distance, "test_distance": test_distance}, test_maps)
-
-
-def _add_anomaly_maps(folder: RunFolder, test_maps, table, test_indices, image_size, blocks, seed: int) -> None:
-    """The anomaly maps the report shows, into explanations.npz (a failure costs the maps only)."""
-    from tfx_transfer.anomaly import explain_test_images
-    from tfx_transfer.report import build_run_report
-
-    try:
-        arrays = explain_test_images(test_maps, table, test_indices, image_size, build_run_report(folder.path),
-                                     folder.read_predictions(), blocks, seed)
-    except Exception as error:  # noqa: BLE001 (any failure here must not lose the finished run)
-        warnings.warn(f"Anomaly maps were not drawn ({type(error).__name__}: {error}); the run's results are "
-                      "unaffected.", stacklevel=2)
-        return
-    if arrays:
-        folder.write_explanations(arrays)
 
 
 #: Training images whose paths a run keeps (predictions.npz `train_sample_paths`) for int8 export.
@@ -441,10 +424,16 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
     }
     folder.write_facts(facts)
     if anomaly:
-        _add_anomaly_maps(folder, test_maps, table, splits.test, config.image_size, anomaly_facts["blocks"],
-                          recipe.training.seed)
+        from tfx_transfer.anomaly import explain_test_images as draw_anomaly_maps
+
+        _add_explanations(folder, "Anomaly maps", lambda report, predictions: draw_anomaly_maps(
+            test_maps, table, splits.test, config.image_size, report, predictions, anomaly_facts["blocks"],
+            recipe.training.seed))
     elif not table.multi_label:
-        _add_explanations(folder, result.model, table, splits.test, config.image_size, recipe.training.seed)
+        from tfx_transfer import explain
+
+        _add_explanations(folder, "Grad-CAM heatmaps", lambda report, predictions: explain.explain_test_images(
+            result.model, table, splits.test, config.image_size, report, predictions, recipe.training.seed))
     report = write_run_report(out)
     if not keep_checkpoints:  # the model is kept; checkpoints only serve an unfinished run
         shutil.rmtree(folder.training_dir, ignore_errors=True)
