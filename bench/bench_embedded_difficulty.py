@@ -17,9 +17,9 @@ from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tfx_transfer.images import read_image
-from tfx_transfer.recipe import list_recipes, load_recipe
-from tfx_transfer.runner import prepare_data
+from tfx_transfer.data.images import read_image
+from tfx_transfer.config.recipe import list_recipes, load_recipe
+from tfx_transfer.experiments.runner import prepare_data
 
 
 def pixels(table, indices, size: int) -> np.ndarray:

@@ -19,7 +19,7 @@ _ONE = r"""
 import json, os, sys, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras, numpy as np, tensorflow as tf
-from tfx_transfer.model import build_classifier, unfreeze_top_blocks
+from tfx_transfer.models.classifier import build_classifier, unfreeze_top_blocks
 backbone, jit, precision, steps, batch = sys.argv[1], sys.argv[2] == "1", sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 keras.mixed_precision.set_global_policy(precision)
 model = build_classifier(backbone, 10, weights=None, image_size=224)

@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tfx_transfer.data import drop_unreadable, make_dataset  # noqa: E402
-from tfx_transfer.sources import load_source  # noqa: E402
+from tfx_transfer.data.pipeline import drop_unreadable, make_dataset  # noqa: E402
+from tfx_transfer.data.sources import load_source  # noqa: E402
 
 
 def write_pngs(root: Path, count: int, size: int) -> None:
@@ -65,7 +65,7 @@ def pipeline_throughput(table, size, repeats=3):
 
 def training_model(size, num_classes):
     """MobileNetV2 fully trainable, the toolkit's default backbone, with a new head."""
-    from tfx_transfer.model import load_backbone
+    from tfx_transfer.models.classifier import load_backbone
 
     keras.utils.set_random_seed(0)
     backbone = load_backbone("mobilenet_v2", weights=None, image_size=size, pooling="avg")

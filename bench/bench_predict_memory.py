@@ -46,8 +46,8 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/bench_predict")
     args = parser.parse_args()
     os.environ.setdefault("TFX_TRANSFER_OFFLINE", "1")
-    from tfx_transfer.embedded import resolve_source
-    from tfx_transfer.runner import run
+    from tfx_transfer.data.embedded import resolve_source
+    from tfx_transfer.experiments.runner import run
 
     work = Path(args.work)
     run_dir = work / "run"

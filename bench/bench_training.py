@@ -22,11 +22,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfx_transfer.data import make_dataset  # noqa: E402
-from tfx_transfer.model import build_classifier, feature_extractor, unfreeze_top_blocks  # noqa: E402
-from tfx_transfer.sources import from_arrays  # noqa: E402
-from tfx_transfer.splits import Splits  # noqa: E402
-from tfx_transfer.train import TrainConfig, train  # noqa: E402
+from tfx_transfer.data.pipeline import make_dataset  # noqa: E402
+from tfx_transfer.models.classifier import build_classifier, feature_extractor, unfreeze_top_blocks  # noqa: E402
+from tfx_transfer.data.sources import from_arrays  # noqa: E402
+from tfx_transfer.data.splits import Splits  # noqa: E402
+from tfx_transfer.training.train import TrainConfig, train  # noqa: E402
 
 SIZE = (96, 96)
 

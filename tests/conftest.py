@@ -10,7 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tfx_transfer.backbones import BACKBONES  # noqa: E402
+from tfx_transfer.config.backbones import BACKBONES  # noqa: E402
 
 
 def small_image_size(name: str) -> int:
@@ -44,7 +44,7 @@ def part_run(tmp_path_factory):
     import warnings
 
     from tiny_data import write_overlapping_parts
-    from tfx_transfer.runner import run
+    from tfx_transfer.experiments.runner import run
 
     root = tmp_path_factory.mktemp("part_run")
     with warnings.catch_warnings():

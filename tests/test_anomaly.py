@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from tiny_data import add_scratch, textured_part, write_overlapping_parts, write_scratched_textures
 
-from tfx_transfer import anomaly
-from tfx_transfer.anomaly import default_blocks, greedy_coreset, nearest_distances
-from tfx_transfer.metrics import choose_operating_point
-from tfx_transfer.recipe import RecipeError
-from tfx_transfer.runner import prepare_data, run, training_indices
-from tfx_transfer.sweep import compare, parse_defects
+from tfx_transfer.training import anomaly
+from tfx_transfer.training.anomaly import default_blocks, greedy_coreset, nearest_distances
+from tfx_transfer.evaluation.metrics import choose_operating_point
+from tfx_transfer.config.recipe import RecipeError
+from tfx_transfer.experiments.prepare import prepare_data, training_indices
+from tfx_transfer.experiments.runner import run
+from tfx_transfer.experiments.sweep import compare, parse_defects
 
 # tiny_test with random weights at 64 px: its top block is an 8x8 grid of patches. Random
 # convolutions already tell a bright thin line from a woven texture; ImageNet weights are for the
@@ -40,8 +41,8 @@ def anomaly_run(textures, tmp_path_factory):
 
 
 def test_a_planted_scratch_ranks_above_clean_textures(anomaly_run, tmp_path):
-    from tfx_transfer.anomaly import load_detector
-    from tfx_transfer.sources import ImageTable
+    from tfx_transfer.training.anomaly import load_detector
+    from tfx_transfer.data.sources import ImageTable
 
     predictions = np.load(anomaly_run.run_dir / "predictions.npz")
     truth, distance = predictions["test_true"], predictions["test_distance"]
@@ -148,7 +149,7 @@ def test_memory_stays_bounded_when_the_bank_is_larger_than_a_batch():
     # 40,000 query patches against a bank of 20,000: the whole distance matrix would be 3.2 GB.
     code = (
         "import resource, numpy as np\n"
-        "from tfx_transfer.anomaly import nearest_distances\n"
+        "from tfx_transfer.training.anomaly import nearest_distances\n"
         "rng = np.random.default_rng(0)\n"
         "bank = rng.normal(size=(20000, 32)).astype('float32')\n"
         "queries = rng.normal(size=(40000, 32)).astype('float32')\n"
@@ -163,7 +164,7 @@ def test_memory_stays_bounded_when_the_bank_is_larger_than_a_batch():
 
 
 def test_the_pool_of_patches_is_sampled_when_the_data_has_more(textures, monkeypatch):
-    from tfx_transfer.sources import load_source
+    from tfx_transfer.data.sources import load_source
 
     monkeypatch.setattr(anomaly, "MAX_POOL", 500)
     table = load_source(str(textures))
@@ -181,7 +182,7 @@ def test_default_blocks_take_strides_8_and_16():
 
 
 def test_defect_counts_are_nested_and_leave_the_good_images_alone(textures):
-    from tfx_transfer.runner import as_recipe
+    from tfx_transfer.config.recipe import as_recipe
 
     prepared = prepare_data(as_recipe("product_defects", ANOMALY), textures)
     labels = prepared.table.labels
@@ -205,7 +206,7 @@ def test_errors_say_what_was_expected(tmp_path, textures):
     with pytest.raises(RecipeError, match="coreset_fraction"):
         run("product_defects", data=textures, overrides=[*ANOMALY, "anomaly.coreset_fraction=0"], out=tmp_path / "r2")
     with pytest.raises(ValueError, match="not tfx-transfer train"):
-        from tfx_transfer.strategies import TrainConfig, plan_phases
+        from tfx_transfer.config.strategies import TrainConfig, plan_phases
 
         plan_phases(TrainConfig(strategy="anomaly"))
 
@@ -244,9 +245,9 @@ def test_compare_puts_anomaly_beside_supervised_at_each_defect_count(tmp_path):
 
 
 def test_predict_and_recalibrate_score_new_images_as_the_run_did(anomaly_run, textures, tmp_path):
-    from tfx_transfer.export import ExportError, export_run
-    from tfx_transfer.predict import load_run
-    from tfx_transfer.recalibrate import recalibrate
+    from tfx_transfer.deploy.export import ExportError, export_run
+    from tfx_transfer.deploy.predict import load_run
+    from tfx_transfer.deploy.recalibrate import recalibrate
 
     loaded = load_run(anomaly_run.run_dir)
     saved = np.load(anomaly_run.run_dir / "predictions.npz")
@@ -259,6 +260,6 @@ def test_predict_and_recalibrate_score_new_images_as_the_run_did(anomaly_run, te
     copy = shutil.copytree(anomaly_run.run_dir, tmp_path / "run")  # recalibrate writes into model.json
     site = recalibrate(copy, textures, site="line2", resamples=50)
     assert site["kind"] == "target_recall" and 0 < site["threshold"] < 1 and site["at_site_threshold"]["recall"] >= 0.9
-    assert "line2" in load_run(copy).info["site_operating_points"]
+    assert "line2" in load_run(copy).info.site_operating_points
     with pytest.raises(ExportError, match="anomaly run.*cannot be exported yet.*tfx-transfer predict"):
         export_run(anomaly_run.run_dir, "saved_model")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfx_transfer.augment import (
+from tfx_transfer.data.augment import (
     POLICIES,
     TEST_TIME_VIEWS,
     augment_image,

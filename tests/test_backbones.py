@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from conftest import small_image_size
-from tfx_transfer.backbones import (
+from tfx_transfer.config.backbones import (
     PREPROCESSING_MODES,
     assign_blocks,
     get_backbone_spec,
     list_backbones,
 )
-from tfx_transfer.layers import ImagePreprocessing
+from tfx_transfer.models.layers import ImagePreprocessing
 
 REQUIRED = {
     "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import sklearn.metrics as skm
 
-from tfx_transfer.calibration import (
+from tfx_transfer.evaluation.calibration import (
     apply_temperature,
     calibrate,
     fit_temperature,

@@ -7,8 +7,8 @@ import h5py
 import keras
 import numpy as np
 
-from tfx_transfer.checkpoint import has_checkpoint, latest_checkpoint, load_model_weights, save_checkpoint, save_model_weights
-from tfx_transfer.model import build_classifier
+from tfx_transfer.training.checkpoint import has_checkpoint, latest_checkpoint, load_model_weights, save_checkpoint, save_model_weights
+from tfx_transfer.models.classifier import build_classifier
 
 
 def _trained_classifier(seed: int) -> keras.Model:

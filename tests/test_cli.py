@@ -5,7 +5,7 @@ import re
 import pytest
 import yaml
 
-from tfx_transfer.backbones import list_backbones
+from tfx_transfer.config.backbones import list_backbones
 from tfx_transfer.cli import main
 
 
@@ -80,7 +80,7 @@ def test_train_command_explains_missing_arguments(capsys, tmp_path):
 
 def test_setting_flags_are_made_from_the_declarations():
     from tfx_transfer.cli import _flag_overrides, build_parser
-    from tfx_transfer.settings import SECTIONS
+    from tfx_transfer.config.settings import SECTIONS
 
     parser = build_parser()
     args = parser.parse_args(["run", "product_defects", "--epochs", "3", "--learning-rate", "1e-2", "--grayscale",
@@ -145,7 +145,7 @@ def _demo_recipes(tmp_path, monkeypatch, texts: dict) -> None:
     recipes.mkdir()
     for name, text in texts.items():
         (recipes / f"{name}.yaml").write_text(text.replace("{data}", str(data)))
-    monkeypatch.setattr("tfx_transfer.recipe.recipes_dir", lambda: recipes)
+    monkeypatch.setattr("tfx_transfer.config.recipe.recipes_dir", lambda: recipes)
 
 
 @pytest.mark.slow
@@ -180,7 +180,7 @@ def test_demo_names_the_recipe_that_failed_and_keeps_the_others(tmp_path, capsys
         "good": "name: good\ndata:\n  source: {data}\nmodel:\n  weights: none\n"
                 "quick:\n  model.image_size: 32\n  training.epochs: 1\n  evaluation.bootstrap: 20\n",
         "lost": f"name: lost\ndata:\n  source: {tmp_path / 'nowhere'}\n"})
-    monkeypatch.setattr("tfx_transfer.demo.STRATEGIES", "feature_extraction")
+    monkeypatch.setattr("tfx_transfer.experiments.demo.STRATEGIES", "feature_extraction")
     assert main(["demo", "--quick", "--jobs", "1", "--out", str(tmp_path / "demo")]) == 1
     captured = capsys.readouterr()
     assert "[lost] failed: FileNotFoundError: Data not found" in captured.out
@@ -205,7 +205,7 @@ def test_ctrl_c_ends_in_a_message_and_status_130_not_a_traceback(capsys, monkeyp
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt("resume with: tfx-transfer run product_defects --out runs/x --resume")
 
-    monkeypatch.setattr("tfx_transfer.runner.run", stopped)
+    monkeypatch.setattr("tfx_transfer.experiments.runner.run", stopped)
     assert main(["run", "product_defects", "--out", "runs/x"]) == 130
     assert capsys.readouterr().err.strip() == "Stopped; resume with: tfx-transfer run product_defects --out runs/x --resume"
 
@@ -247,7 +247,7 @@ def test_the_command_line_does_not_print_tensorflows_start_up_noise(tmp_path):
 
 
 def test_demo_plans_by_quickness_and_names_a_recipe_that_cannot_start(tmp_path, capsys):
-    from tfx_transfer.demo import plan, run_demo
+    from tfx_transfer.experiments.demo import plan, run_demo
 
     assert plan(True)["fractions"] == (0.25, 1.0) and plan(True)["largest_only"] == ("scratch",)
     assert plan(False)["seeds"] == 2 and len(plan(False)["fractions"]) == 4

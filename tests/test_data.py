@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from tiny_data import write_bad_folder, write_gtsrb, write_solid_folder
-from tfx_transfer.augment import make_policy
-from tfx_transfer.data import EpochStream, class_weights, drop_unreadable, make_dataset, oversample_indices, sample_weights
-from tfx_transfer.sources import from_arrays, load_source
+from tfx_transfer.data.augment import make_policy
+from tfx_transfer.data.pipeline import EpochStream, class_weights, drop_unreadable, make_dataset, oversample_indices, sample_weights
+from tfx_transfer.data.sources import from_arrays, load_source
 
 
 def _clean(root):

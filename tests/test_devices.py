@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from tfx_transfer.devices import configure_devices
+from tfx_transfer.training.devices import configure_devices
 
 
 def test_one_cpu_trains_in_float32_without_xla():

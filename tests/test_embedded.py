@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfx_transfer import embedded
-from tfx_transfer.runner import apply_group_pattern
-from tfx_transfer.sources import from_folder, from_gtsrb, with_weights
-from tfx_transfer.splits import nested_subset, split_table
-from tfx_transfer.synthetic_signs import SIGN_CLASSES, draw_sign, write_gtsrb
-from tfx_transfer.synthetic_xray import write_kermany
+from tfx_transfer.data import embedded
+from tfx_transfer.experiments.prepare import apply_group_pattern
+from tfx_transfer.data.sources import from_folder, from_gtsrb, with_weights
+from tfx_transfer.data.splits import nested_subset, split_table
+from tfx_transfer.data.synthetic_signs import SIGN_CLASSES, draw_sign, write_gtsrb
+from tfx_transfer.data.synthetic_xray import write_kermany
 
 KERMANY_PATIENT = r"^(person\d+|(?:NORMAL2-)?IM-\d+)"
 
@@ -77,7 +77,7 @@ def test_radiographs_are_deterministic_with_patients_in_the_file_names(tmp_path)
 
 
 def test_pneumonia_films_differ_from_normal_ones_inside_the_lungs(tmp_path):
-    from tfx_transfer.synthetic_xray import _anatomy, render_film
+    from tfx_transfer.data.synthetic_xray import _anatomy, render_film
 
     rng = np.random.default_rng(0)
     anatomy = _anatomy(rng)

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from tiny_data import write_solid_folder
-from tfx_transfer.data import drop_unreadable, make_dataset
-from tfx_transfer.ensemble import average_models, member_seeds, train_ensemble
-from tfx_transfer.model import build_classifier
-from tfx_transfer.sources import load_source
-from tfx_transfer.splits import split_table
-from tfx_transfer.train import TrainConfig, train
+from tfx_transfer.data.pipeline import drop_unreadable, make_dataset
+from tfx_transfer.training.ensemble import average_models, member_seeds, train_ensemble
+from tfx_transfer.models.classifier import build_classifier
+from tfx_transfer.data.sources import load_source
+from tfx_transfer.data.splits import split_table
+from tfx_transfer.training.train import TrainConfig, train
 
 # As in test_train: ResNet50 keeps random-weight features alive at 32 px. Seed 1: the members
 # train with seeds 2 and 3, not the run's own.
@@ -109,7 +109,7 @@ def test_each_member_is_the_single_run_with_its_seed(tiny_data, whole_ensemble):
 
 @pytest.mark.slow
 def test_a_crash_in_the_second_member_resumes_there(tiny_data, whole_ensemble, tmp_path, monkeypatch):
-    import tfx_transfer.train as train_module
+    import tfx_transfer.training.train as train_module
 
     table, splits = tiny_data
     uninterrupted, _ = whole_ensemble

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from conftest import small_image_size
 
-from tfx_transfer.backbones import BACKBONES
-from tfx_transfer.comparison import write_comparison_report
-from tfx_transfer.ensemble import average_models
-from tfx_transfer.explain import BORDER_MIN_CELLS, MIN_CELLS, border_share, gradcam, peak, target_block
-from tfx_transfer.model import build_classifier, feature_extractor, find_backbone
+from tfx_transfer.config.backbones import BACKBONES
+from tfx_transfer.reporting.comparison import write_comparison_report
+from tfx_transfer.training.ensemble import average_models
+from tfx_transfer.evaluation.explain import BORDER_MIN_CELLS, MIN_CELLS, border_share, gradcam, peak, target_block
+from tfx_transfer.models.classifier import build_classifier, feature_extractor, find_backbone
 
 
 def _images(count, size, seed=0):
@@ -190,8 +190,8 @@ def test_a_failing_grad_cam_costs_the_heatmaps_not_the_run(tmp_path, monkeypatch
     from conftest import PART_RUN
     from tiny_data import write_overlapping_parts
 
-    from tfx_transfer import explain
-    from tfx_transfer.runner import run
+    from tfx_transfer.evaluation import explain
+    from tfx_transfer.experiments.runner import run
 
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")

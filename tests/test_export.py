@@ -12,11 +12,12 @@ import keras
 import numpy as np
 import pytest
 
-from tfx_transfer import export as export_module
+from tfx_transfer.deploy import export as export_module
 from tfx_transfer.cli import main
-from tfx_transfer.export import ExportError, export_run, float32_model, gate_failures, parity
-from tfx_transfer.model import build_classifier
-from tfx_transfer.run_folder import RunFolderError
+from tfx_transfer.deploy.export import ExportError, export_run, float32_model
+from tfx_transfer.deploy.parity import gate_failures, parity
+from tfx_transfer.models.classifier import build_classifier
+from tfx_transfer.runs.folder import RunFolderError
 
 @pytest.fixture
 def finished_run(part_run):
@@ -117,8 +118,8 @@ def test_gate_failures_name_each_broken_tolerance():
 @pytest.mark.parametrize("positive", [0, 1])
 @pytest.mark.parametrize("temperature", [0.3, 1.0, 4.0])
 def test_the_threshold_on_raw_scores_decides_as_the_calibrated_one(positive, temperature):
-    from tfx_transfer.calibration import apply_temperature
-    from tfx_transfer.metrics import OperatingPoint
+    from tfx_transfer.evaluation.calibration import apply_temperature
+    from tfx_transfer.evaluation.metrics import OperatingPoint
 
     rng = np.random.default_rng(0)
     raw = rng.uniform(0, 1, 5000).astype("float32")
@@ -220,7 +221,7 @@ def test_the_saved_model_scores_image_bytes_in_a_process_without_tfx_transfer(ru
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["loaded"] == []
-    from tfx_transfer.predict import load_run
+    from tfx_transfer.deploy.predict import load_run
 
     expected = load_run(finished_run).predict(paths)
     np.testing.assert_allclose(result["probabilities"], expected[["probability_ok", "probability_scratched"]], atol=1e-5)

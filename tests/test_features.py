@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import pytest
 
-from tfx_transfer.features import model_key
-from tfx_transfer.model import build_classifier, feature_extractor
+from tfx_transfer.training.features import model_key
+from tfx_transfer.models.classifier import build_classifier, feature_extractor
 
 
 def _key(**options):

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from tiny_data import COLOURS, solid_image, write_bad_folder, write_dicom
-from tfx_transfer.images import content_hash, read_image, scan_images
+from tfx_transfer.data.images import content_hash, read_image, scan_images
 
 
 def test_read_image_converts_every_mode_to_rgb_uint8(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from tfx_transfer.metrics import (
+from tfx_transfer.evaluation.metrics import (
     OperatingPoint,
     bootstrap_interval,
     choose_operating_point,
@@ -132,7 +132,7 @@ def test_most_confused_orders_by_count():
 
 
 def test_multilabel_metrics_match_scikit_learn_per_label():
-    from tfx_transfer.metrics import multilabel_metrics
+    from tfx_transfer.evaluation.metrics import multilabel_metrics
 
     y_true = np.array([[1, 0], [0, 1], [1, 1], [0, 0], [1, 0], [0, 0]])
     y_score = np.array([[.9, .2], [.3, .7], [.6, .4], [.2, .1], [.4, .3], [.1, .8]])

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import small_image_size
-from tfx_transfer.backbones import assign_blocks, get_backbone_spec, list_backbones
-from tfx_transfer.model import (
+from tfx_transfer.config.backbones import assign_blocks, get_backbone_spec, list_backbones
+from tfx_transfer.models.classifier import (
     CLASSIFIER_POOLINGS,
     audit_frozen_weights,
     build_classifier,

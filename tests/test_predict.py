@@ -12,12 +12,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tfx_transfer.calibration import apply_temperature
+from tfx_transfer.evaluation.calibration import apply_temperature
 from tfx_transfer.cli import main
-from tfx_transfer.metrics import OperatingPoint
-from tfx_transfer.predict import collect_inputs, load_run, score_images
-from tfx_transfer.run_folder import RunFolderError
-from tfx_transfer.runner import run
+from tfx_transfer.evaluation.metrics import OperatingPoint
+from tfx_transfer.deploy.predict import collect_inputs, load_run
+from tfx_transfer.evaluation.scoring import score_images
+from tfx_transfer.runs.folder import RunFolderError
+from tfx_transfer.experiments.runner import run
 
 TINY = ["model.backbone=tiny_test", "model.weights=none", "model.image_size=32", "training.epochs=2",
         "training.strategy=feature_extraction", "training.batch_size=8", "evaluation.bootstrap=20",
@@ -63,8 +64,8 @@ def test_predict_on_the_test_files_reproduces_the_runs_scores_and_decisions(fini
     assert list(raw["path"]) == list(saved["test_paths"])
     columns = ["probability_ok", "probability_scratched"]
     np.testing.assert_allclose(raw[columns].to_numpy(), saved["test_score"], atol=1e-5)
-    point = OperatingPoint(**loaded.info["operating_point"])
-    expected = apply_temperature(saved["test_score"], loaded.info["temperature"], point.positive_index)
+    point = loaded.info.operating_point
+    expected = apply_temperature(saved["test_score"], loaded.info.temperature, point.positive_index)
     np.testing.assert_allclose(calibrated[columns].to_numpy(), expected, atol=1e-5)
     decisions = [loaded.class_names[i] for i in point.predict(expected)]
     assert list(calibrated["decision"]) == decisions
@@ -129,7 +130,7 @@ def test_a_grayscale_model_loads_in_safe_mode_and_scores(tmp_path):
         warnings.simplefilter("ignore")
         result = run("product_defects", data=data, overrides=TINY + ["model.grayscale=true"], out=tmp_path / "run", verbose=0)
     # A fresh process, as a user's: load_run itself must make the toolkit's layers known to Keras.
-    code = ("import sys; from tfx_transfer.predict import load_run; loaded = load_run(sys.argv[1]); "
+    code = ("import sys; from tfx_transfer.deploy.predict import load_run; loaded = load_run(sys.argv[1]); "
             "loaded.model.get_layer('grayscale'); print(len(loaded.predict(sys.argv[2])))")
     completed = subprocess.run([sys.executable, "-c", code, str(result.run_dir), str(data / "ok")],
                                capture_output=True, text=True, timeout=300)
@@ -150,7 +151,7 @@ def test_resuming_a_finished_run_returns_it_without_training_again(finished_run)
 def test_test_time_views_average_the_model_over_mirrored_images():
     import keras
 
-    from tfx_transfer.sources import from_arrays
+    from tfx_transfer.data.sources import from_arrays
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (70, 32, 32, 3), dtype=np.uint8)  # full batches and a partial one

@@ -10,10 +10,10 @@ import pytest
 from conftest import PART_RUN
 from tiny_data import write_overlapping_parts
 
-from tfx_transfer.backbones import BACKBONES
+from tfx_transfer.config.backbones import BACKBONES
 from tfx_transfer.cli import main
-from tfx_transfer.probe import advise, probe, probe_curve, verification_depths
-from tfx_transfer.sweep import AUTO, compare, parse_strategies
+from tfx_transfer.experiments.probe import advise, probe, probe_curve, verification_depths
+from tfx_transfer.experiments.sweep import AUTO, compare, parse_strategies
 
 # The session's part run, with the probes' settings: tiny_test, random weights, 32 px.
 SETTINGS = [item for item in PART_RUN if not item.startswith("training.strategy")]

@@ -10,9 +10,9 @@ import pytest
 from tiny_data import write_overlapping_parts
 
 from tfx_transfer.cli import main
-from tfx_transfer.predict import load_run
-from tfx_transfer.recalibrate import recalibrate
-from tfx_transfer.report import write_run_report
+from tfx_transfer.deploy.predict import load_run
+from tfx_transfer.deploy.recalibrate import recalibrate
+from tfx_transfer.reporting.report import write_run_report
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import yaml
 from PIL import Image
 
 from tiny_data import write_gtsrb, write_kermany
-from tfx_transfer.recipe import SECTIONS, Recipe, RecipeError, list_recipes, load_recipe
-from tfx_transfer.runner import run
+from tfx_transfer.config.recipe import SECTIONS, Recipe, RecipeError, list_recipes, load_recipe
+from tfx_transfer.experiments.runner import run
 
 RECIPES = list_recipes()
 #: A tiny backbone and one epoch per phase: what a test can afford; the recipe's own logic stays.
@@ -100,8 +100,8 @@ def test_recipe_runs_end_to_end_on_a_new_folder_with_data_alone(path, tmp_path, 
 def test_an_ensemble_run_writes_one_model_that_averages_its_members(tmp_path, isolated_cache):
     import keras
 
-    from tfx_transfer.data import make_dataset
-    from tfx_transfer.runner import prepare_data
+    from tfx_transfer.data.pipeline import make_dataset
+    from tfx_transfer.experiments.prepare import prepare_data
 
     data = _two_class_folder(tmp_path / "line7")
     overrides = TINY + ["training.ensemble_size=2", "training.seed=1", "training.strategy=fine_tune",
@@ -142,8 +142,8 @@ def test_chest_xray_reads_a_kermany_folder_with_patient_groups(tmp_path, isolate
 
 @pytest.mark.slow
 def test_traffic_signs_reads_a_gtsrb_folder_and_maps_mirror_pairs(tmp_path, isolated_cache):
-    from tfx_transfer.recipe import load_recipe
-    from tfx_transfer.runner import train_config
+    from tfx_transfer.config.recipe import load_recipe
+    from tfx_transfer.experiments.prepare import train_config
 
     data = write_gtsrb(tmp_path / "GTSRB", tracks=3)
     result = run("traffic_signs", data=data, overrides=TINY, out=tmp_path / "run", verbose=0)
@@ -244,7 +244,7 @@ def test_chest_xray_runs_multi_label_on_an_nih_csv(tmp_path, isolated_cache):
 
 
 def test_data_sample_keeps_a_stratified_share_before_splitting(tmp_path):
-    from tfx_transfer.runner import prepare_data
+    from tfx_transfer.experiments.prepare import prepare_data
 
     data = _two_class_folder(tmp_path / "line7")
     recipe = load_recipe("product_defects").with_overrides(["data.sample=0.5", "data.positive_class=scratched"])
@@ -256,7 +256,7 @@ def test_data_sample_keeps_a_stratified_share_before_splitting(tmp_path):
 
 
 def test_weight_column_reads_the_folders_labels_csv_or_warns_without_it(tmp_path):
-    from tfx_transfer.runner import prepare_data
+    from tfx_transfer.experiments.prepare import prepare_data
 
     data = _two_class_folder(tmp_path / "line7")
     recipe = load_recipe("product_defects").with_overrides(["data.weight_column=sure", "data.positive_class=scratched"])
@@ -305,7 +305,7 @@ def test_a_non_editable_install_ships_the_built_in_recipes(tmp_path):
     installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target",
                                 str(tmp_path / "site"), str(wheel)], capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr[-2000:]
-    code = ("import tfx_transfer, sys; from tfx_transfer.recipe import list_recipes, load_recipe;"
+    code = ("import tfx_transfer, sys; from tfx_transfer.config.recipe import list_recipes, load_recipe;"
             "assert tfx_transfer.__file__.startswith(sys.argv[1]), tfx_transfer.__file__;"
             "print(sorted(load_recipe(p.stem).name for p in list_recipes()))")
     listed = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site")], capture_output=True, text=True,

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfx_transfer.comparison import summarise, verdict, write_comparison_report
-from tfx_transfer.report import RunFolderError, write_run_report
+from tfx_transfer.reporting.comparison import summarise, verdict, write_comparison_report
+from tfx_transfer.reporting.report import write_run_report
+from tfx_transfer.runs.folder import RunFolderError
 
 CLASS_NAMES = ["good", "defective"]
 
@@ -110,7 +111,7 @@ def test_run_report_html_is_self_contained_with_plots_and_gallery(tmp_path):
 
 
 def test_training_curves_draw_one_line_per_ensemble_member():
-    from tfx_transfer.report import _history_figure
+    from tfx_transfer.reporting.run_page import _history_figure
 
     history = [{"loss": 1.0 / (e + 1), "val_loss": 1.1 / (e + 1), "accuracy": 0.5, "val_accuracy": 0.5,
                 "phase": "head" if e < 2 else "fine_tune", "epoch": e + 1, "member": member}
@@ -132,7 +133,7 @@ def test_a_folder_that_is_not_a_run_is_explained(tmp_path):
 
 
 def test_markdown_report_prints_class_names_as_written(tmp_path):
-    import tfx_transfer.report as report_module
+    import tfx_transfer.reporting.run_page as report_module
 
     run = write_fake_run(tmp_path / "run")
     facts = json.loads((run / "run.json").read_text())
@@ -149,8 +150,8 @@ def test_markdown_report_prints_class_names_as_written(tmp_path):
 
 
 def test_the_report_calibrates_on_validation_and_keeps_every_decision(tmp_path):
-    from tfx_transfer.calibration import apply_temperature
-    from tfx_transfer.metrics import choose_operating_point
+    from tfx_transfer.evaluation.calibration import apply_temperature
+    from tfx_transfer.evaluation.metrics import choose_operating_point
 
     run = write_fake_run(tmp_path / "run", quality=0.75, n=200)
     with np.load(run / "predictions.npz") as saved:

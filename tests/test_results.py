@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from test_report import write_fake_run
-from tfx_transfer.recipe import load_recipe
-from tfx_transfer.report import write_run_report
-from tfx_transfer.results import find_runs, recipe_key, results_page, write_results
+from tfx_transfer.config.recipe import load_recipe
+from tfx_transfer.reporting.report import write_run_report
+from tfx_transfer.reporting.results import find_runs, recipe_key, results_page, write_results
 
 
 def _finished_run(folder, recipe: dict, **options):

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tfx_transfer.recipe import Recipe
-from tfx_transfer.run_folder import SCHEMA_VERSION, RunFolder, RunFolderError, write_atomically, write_report_files
+from tfx_transfer.config.recipe import Recipe
+from tfx_transfer.runs.folder import SCHEMA_VERSION, RunFolder, RunFolderError, write_atomically, write_report_files
 
 RECIPE = Recipe.from_dict({"name": "line7", "data": {"source": "data/line7"}, "training": {"epochs": 2}})
 DATA = {"digest": "abc", "images": 40, "source": "data/line7"}
@@ -56,7 +56,7 @@ def test_starting_removes_what_interrupted_writes_left(tmp_path):
 
 
 def test_report_json_is_written_after_the_markdown_and_html(tmp_path, monkeypatch):
-    import tfx_transfer.run_folder as run_folder
+    import tfx_transfer.runs.folder as run_folder
 
     order = []
     original = run_folder.write_atomically

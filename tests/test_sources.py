@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from tiny_data import solid_image, write_gtsrb, write_kermany, write_nih, write_solid_folder
-from tfx_transfer.images import read_image
-from tfx_transfer.sources import from_arrays, from_dataframe, from_folder, from_nih, from_tfds, load_source, with_weights
+from tfx_transfer.data.images import read_image
+from tfx_transfer.data.sources import from_arrays, from_dataframe, from_folder, from_nih, from_tfds, load_source, with_weights
 
 
 def test_folder_per_class_gives_sorted_class_names_and_labels(tmp_path):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from tiny_data import write_gtsrb, write_kermany, write_nih, write_solid_folder
-from tfx_transfer.sources import ImageTable, load_source
-from tfx_transfer.splits import split_table
+from tfx_transfer.data.sources import ImageTable, load_source
+from tfx_transfer.data.splits import split_table
 
 
 def _table(labels, groups=None):

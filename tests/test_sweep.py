@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from tiny_data import write_solid_folder
-from tfx_transfer.sweep import compare, parse_fractions, parse_strategies
+from tfx_transfer.experiments.sweep import compare, parse_fractions, parse_strategies
 
 TINY = {"model.backbone": "tiny_test", "model.weights": "none", "model.image_size": 32, "training.epochs": 2,
         "training.batch_size": 8, "evaluation.bootstrap": 20}
@@ -62,11 +62,11 @@ def test_an_interrupted_run_resumes_from_its_members_checkpoints_or_starts_again
 
 
 def test_a_kept_run_made_on_other_data_is_a_change(tmp_path):
-    from tfx_transfer.recipe import load_recipe
-    from tfx_transfer.run_folder import RunFolder, write_json
-    from tfx_transfer.runner import data_digest, prepare_data
-    from tfx_transfer.splits import nested_subset
-    from tfx_transfer.sweep import _data_changes
+    from tfx_transfer.config.recipe import load_recipe
+    from tfx_transfer.runs.folder import RunFolder, write_json
+    from tfx_transfer.experiments.prepare import data_digest, prepare_data
+    from tfx_transfer.data.splits import nested_subset
+    from tfx_transfer.experiments.sweep import _data_changes
 
     recipe = load_recipe("product_defects").with_overrides(["data.weight_column=null"])
     first = prepare_data(recipe, write_solid_folder(tmp_path / "a", per_class=8))

@@ -13,7 +13,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from tfx_transfer.torch_checkpoint import load_state_dict
+from tfx_transfer.models.torch_checkpoint import load_state_dict
 
 
 @pytest.fixture

@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 
 from tiny_data import write_solid_folder
-from tfx_transfer.data import drop_unreadable, make_dataset
-from tfx_transfer.model import build_classifier, feature_extractor, find_backbone
-from tfx_transfer.sources import load_source
-from tfx_transfer.splits import split_table
-from tfx_transfer.train import STRATEGIES, PhaseSummary, TrainConfig, epochs_to_best, plan_phases, train
+from tfx_transfer.data.pipeline import drop_unreadable, make_dataset
+from tfx_transfer.models.classifier import build_classifier, feature_extractor, find_backbone
+from tfx_transfer.data.sources import load_source
+from tfx_transfer.data.splits import split_table
+from tfx_transfer.training.train import STRATEGIES, PhaseSummary, TrainConfig, epochs_to_best, plan_phases, train
 
 TINY = dict(backbone="tiny_test", weights=None, image_size=(32, 32), batch_size=6, epochs=3,
             fine_tune_epochs=2, unfreeze_blocks=1, learning_rate=1e-3, fine_tune_learning_rate=1e-5,
@@ -167,7 +167,7 @@ def test_two_runs_with_one_seed_are_identical(tiny_data):
 def _crash_then_resume(table, splits, config, run_dir, monkeypatch, crash_at=4):
     """Runs until checkpoint `crash_at` (the 4th: head done, one fine-tune epoch done), crashes,
     resumes."""
-    import tfx_transfer.train as train_module
+    import tfx_transfer.training.train as train_module
 
     real_save = train_module.save_checkpoint
     calls = {"count": 0}
@@ -220,7 +220,7 @@ def test_resume_without_checkpoint_is_explained(tiny_data, tmp_path):
 
 
 def test_config_errors_and_warnings():
-    # The checks are the recipe settings' own (tfx_transfer.settings), so the words are the same.
+    # The checks are the recipe settings' own (tfx_transfer.config.settings), so the words are the same.
     with pytest.raises(ValueError, match=r"TrainConfig strategy: must be one of scratch, feature_extraction, fine_tune, "
                                          r"gradual, anomaly; received 'finetune'\. Did you mean 'fine_tune'\?"):
         TrainConfig(strategy="finetune")
@@ -249,10 +249,10 @@ _RUN_SCRIPT = textwrap.dedent(
     """
     import os, sys, json
     sys.path.insert(0, {tests!r})
-    from tfx_transfer.data import drop_unreadable
-    from tfx_transfer.sources import load_source
-    from tfx_transfer.splits import split_table
-    from tfx_transfer.train import TrainConfig, train
+    from tfx_transfer.data.pipeline import drop_unreadable
+    from tfx_transfer.data.sources import load_source
+    from tfx_transfer.data.splits import split_table
+    from tfx_transfer.training.train import TrainConfig, train
     table = drop_unreadable(load_source({data!r}))
     splits = split_table(table, 0.25, 0.25, seed=0)
     result = train(table, splits, TrainConfig(strategy="fine_tune", **{options!r}), run_dir={run!r},
@@ -305,10 +305,10 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     sys.path.insert(0, {tests!r})
-    from tfx_transfer.data import drop_unreadable
-    from tfx_transfer.sources import load_source
-    from tfx_transfer.splits import split_table
-    from tfx_transfer.train import TrainConfig, train
+    from tfx_transfer.data.pipeline import drop_unreadable
+    from tfx_transfer.data.sources import load_source
+    from tfx_transfer.data.splits import split_table
+    from tfx_transfer.training.train import TrainConfig, train
     table = drop_unreadable(load_source({data!r}))
     splits = split_table(table, 0.25, 0.25, seed=0)
     out = {{}}
@@ -349,8 +349,8 @@ def test_pretrained_strategies_beat_scratch_on_a_small_real_elpv_subset(tmp_path
     from elpv_dataset.utils import load_dataset
     from sklearn.metrics import roc_auc_score
 
-    from tfx_transfer.sources import from_arrays
-    from tfx_transfer.splits import Splits
+    from tfx_transfer.data.sources import from_arrays
+    from tfx_transfer.data.splits import Splits
 
     images, probabilities, _ = load_dataset()
     labels = (probabilities >= 0.5).astype(int)
@@ -374,7 +374,7 @@ def test_pretrained_strategies_beat_scratch_on_a_small_real_elpv_subset(tmp_path
 
 def test_multi_label_head_trains_with_one_sigmoid_per_label(tmp_path):
     from tiny_data import solid_image
-    from tfx_transfer.sources import from_arrays
+    from tfx_transfer.data.sources import from_arrays
 
     colours = {(1, 0): (230, 20, 20), (0, 1): (20, 20, 230), (1, 1): (230, 20, 230), (0, 0): (20, 200, 20)}
     images, labels = [], []
@@ -395,7 +395,7 @@ def test_multi_label_head_trains_with_one_sigmoid_per_label(tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_with_every_finished_epoch_saved(tiny_data, tmp_path, monkeypatch):
-    import tfx_transfer.train as train_module
+    import tfx_transfer.training.train as train_module
 
     table, splits = tiny_data
     real_save = train_module.save_checkpoint
@@ -416,7 +416,7 @@ def test_ctrl_c_stops_cleanly_with_every_finished_epoch_saved(tiny_data, tmp_pat
 
 @pytest.mark.slow
 def test_layer_decay_gives_lower_blocks_lower_learning_rates_and_resumes(tiny_data, tmp_path, monkeypatch):
-    import tfx_transfer.train as train_module
+    import tfx_transfer.training.train as train_module
 
     table, splits = tiny_data
     config = TrainConfig(strategy="fine_tune", layer_decay=0.1, **dict(TINY, unfreeze_blocks=2, fine_tune_learning_rate=1e-4))

@@ -5,10 +5,10 @@ import keras
 import numpy as np
 import pytest
 
-from tfx_transfer.backbones import get_backbone_spec
-from tfx_transfer.model import find_backbone, load_backbone, weights_info
-from tfx_transfer.offline_weights import OFFLINE_SOURCES
-from tfx_transfer.weights import (
+from tfx_transfer.config.backbones import get_backbone_spec
+from tfx_transfer.models.classifier import find_backbone, load_backbone, weights_info
+from tfx_transfer.models.offline_weights import OFFLINE_SOURCES
+from tfx_transfer.models.weights import (
     KERAS_WEIGHT_FILES,
     available_weights,
     import_weights,

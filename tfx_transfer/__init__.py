@@ -1,15 +1,21 @@
 """tfx_transfer: transfer learning for computer vision with Keras 3, as a decision backed by evidence.
 
-Names are imported on first use, so `tfx-transfer report` and the metrics/report modules work
-without loading TensorFlow. The modules in layers, each depending only on those above it:
+Public names come from here (`import tfx_transfer as tt`; `tt.run`, `tt.compare`, `tt.load_run`);
+they are imported on first use, so `tfx-transfer report` and the reporting layer work without
+loading TensorFlow. The subpackages are layers, each importing only from those below it (a test
+checks this with import-linter's contracts in setup.cfg):
 
-    configuration   settings, policies, backbones (registry data), recipe, strategies
-    run folders     run_folder; reports: metrics, calibration, render, report, comparison, results
-    models          layers, weights, offline_weights, torch_checkpoint, model
-    data            sources, images, splits, embedded, synthetic_*, augment, data, features
-    training        devices, checkpoint, train, ensemble
-    experiments     runner, sweep, demo
-    using models    explain, predict, export, recalibrate; startup and cli on top
+    cli, startup    the command line on top; TensorFlow started quietly (startup, the bottom layer)
+    deploy          predict, export (+ parity gate), recalibrate
+    experiments     runner (one run), sweep (a comparison), probe, demo
+    reporting | training
+                    run and comparison reports, results page (TensorFlow-free) | devices,
+                    checkpoint, features, train, ensemble, anomaly
+    runs            RunFolder (every file of a run folder), ModelInfo (model.json), TensorFlow-free
+    evaluation      metrics, calibration (TensorFlow-free), explain (Grad-CAM), scoring
+    models | data   layers, weights, classifier + slicing, taps | images, sources, splits,
+                    embedded, augment, tf.data pipeline
+    config          settings, policies, backbones, recipe, strategies, paths (TensorFlow-free)
 
 `TENSORFLOW_FREE` lists the modules that import without TensorFlow (a test checks it).
 
@@ -27,25 +33,31 @@ import importlib
 __version__ = "0.1.0"
 
 #: Modules that import neither TensorFlow nor Keras: reading recipes, run folders and reports.
-TENSORFLOW_FREE = ("settings", "policies", "backbones", "recipe", "run_folder", "metrics", "render", "report",
-                   "comparison", "results", "startup", "torch_checkpoint", "strategies", "calibration", "explain")
+TENSORFLOW_FREE = (
+    "config.settings", "config.policies", "config.backbones", "config.recipe", "config.strategies", "config.paths",
+    "runs.folder", "runs.model_info", "evaluation.metrics", "evaluation.calibration", "evaluation.explain",
+    "reporting.render", "reporting.report", "reporting.run_page", "reporting.comparison", "reporting.results",
+    "reporting.probe_page", "models.torch_checkpoint", "startup")
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
-    "BACKBONES": "backbones", "BackboneSpec": "backbones", "ImagePreprocessing": "layers",
-    "get_backbone_spec": "backbones", "list_backbones": "backbones",
-    "audit_frozen_weights": "model", "find_backbone": "model", "format_trainable_summary": "model",
-    "freeze_backbone": "model", "load_backbone": "model", "snapshot_frozen_weights": "model",
-    "trainable_summary": "model", "unfreeze_fraction": "model", "unfreeze_from_block": "model",
-    "unfreeze_top_blocks": "model", "weights_info": "model", "build_classifier": "model",
-    "WeightsInfo": "weights", "available_weights": "weights", "import_weights": "weights",
-    "Recipe": "recipe", "load_recipe": "recipe", "SECTIONS": "settings", "Setting": "settings",
-    "run": "runner", "compare": "sweep", "run_demo": "demo",
-    "build_run_report": "report", "write_run_report": "report",
-    "write_comparison_report": "comparison",
-    "TrainConfig": "strategies", "plan_phases": "strategies", "train": "train",
-    "train_ensemble": "ensemble", "average_models": "ensemble", "load_run": "predict",
-    "export_run": "export", "recalibrate": "recalibrate", "gradcam": "explain",
+    "BACKBONES": "config.backbones", "BackboneSpec": "config.backbones", "ImagePreprocessing": "models.layers",
+    "get_backbone_spec": "config.backbones", "list_backbones": "config.backbones",
+    "audit_frozen_weights": "models.classifier", "find_backbone": "models.classifier", "format_trainable_summary": "models.classifier",
+    "freeze_backbone": "models.classifier", "load_backbone": "models.classifier", "snapshot_frozen_weights": "models.classifier",
+    "trainable_summary": "models.classifier", "unfreeze_fraction": "models.classifier", "unfreeze_from_block": "models.classifier",
+    "unfreeze_top_blocks": "models.classifier", "weights_info": "models.classifier", "build_classifier": "models.classifier",
+    "WeightsInfo": "models.weights", "available_weights": "models.weights", "import_weights": "models.weights",
+    "Recipe": "config.recipe", "load_recipe": "config.recipe", "SECTIONS": "config.settings", "Setting": "config.settings",
+    "run": "experiments.runner", "compare": "experiments.sweep", "run_demo": "experiments.demo",
+    "build_run_report": "reporting.report", "write_run_report": "reporting.report",
+    "write_comparison_report": "reporting.comparison",
+    "TrainConfig": "config.strategies", "plan_phases": "config.strategies", "train": "training.train",
+    "train_ensemble": "training.ensemble", "average_models": "training.ensemble", "load_run": "deploy.predict",
+    "export_run": "deploy.export", "recalibrate": "deploy.recalibrate", "gradcam": "evaluation.explain",
+    "probe": "experiments.probe", "ModelInfo": "runs.model_info", "RunFolder": "runs.folder",
+    "load_source": "data.sources", "drop_unreadable": "data.pipeline", "make_dataset": "data.pipeline",
+    "split_table": "data.splits", "make_policy": "data.augment",
 }
 
 __all__ = sorted(_EXPORTS)

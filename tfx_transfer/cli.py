@@ -34,9 +34,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _backbones(args: argparse.Namespace) -> int:
-    from tfx_transfer.backbones import get_backbone_spec, list_backbones
-    from tfx_transfer.offline_weights import OFFLINE_SOURCES
-    from tfx_transfer.weights import available_weights
+    from tfx_transfer.config.backbones import get_backbone_spec, list_backbones
+    from tfx_transfer.models.offline_weights import OFFLINE_SOURCES
+    from tfx_transfer.models.weights import available_weights
 
     rows = []
     for name in list_backbones():
@@ -61,9 +61,9 @@ def _backbones(args: argparse.Namespace) -> int:
 
 
 def _weights_list(args: argparse.Namespace) -> int:
-    from tfx_transfer.backbones import list_backbones
-    from tfx_transfer.offline_weights import OFFLINE_SOURCES
-    from tfx_transfer.weights import available_weights
+    from tfx_transfer.config.backbones import list_backbones
+    from tfx_transfer.models.offline_weights import OFFLINE_SOURCES
+    from tfx_transfer.models.weights import available_weights
 
     rows = []
     for name in list_backbones():
@@ -79,7 +79,7 @@ def _weights_list(args: argparse.Namespace) -> int:
 
 
 def _weights_import(args: argparse.Namespace) -> int:
-    from tfx_transfer.weights import import_weights
+    from tfx_transfer.models.weights import import_weights
 
     target = import_weights(args.file, args.backbone)
     print(f"Installed {args.file} for {args.backbone} as {target}")
@@ -92,7 +92,7 @@ def _showcase(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from tfx_transfer.model import format_trainable_summary, load_backbone, unfreeze_top_blocks, weights_info
+    from tfx_transfer.models.classifier import format_trainable_summary, load_backbone, unfreeze_top_blocks, weights_info
 
     found = importlib.util.find_spec("foolbox")
     if found is None:
@@ -121,8 +121,8 @@ _FLAG_ALIASES = {"augmentation.policy": ("--augment",)}
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per recipe setting (`--epochs 3` is `--set training.epochs=3`), made from
-    `tfx_transfer.settings`; mappings (data.options, augmentation overrides) go through --set."""
-    from tfx_transfer.settings import SECTIONS
+    `tfx_transfer.config.settings`; mappings (data.options, augmentation overrides) go through --set."""
+    from tfx_transfer.config.settings import SECTIONS
 
     group = parser.add_argument_group("recipe settings", "each flag sets one recipe field (default: the recipe's value)")
     for section, items in SECTIONS.items():
@@ -131,7 +131,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
                 continue
             flags = [f"--{item.name.replace('_', '-')}", *_FLAG_ALIASES.get(f"{section}.{item.name}", ())]
             help_text = f"{item.help} [{section}.{item.name}]".replace("%", "%%")
-            if bool in item.types:
+            if item.types == (bool,):
                 group.add_argument(*flags, dest=f"setting:{section}.{item.name}", action=argparse.BooleanOptionalAction,
                                    default=None, help=help_text)
             else:
@@ -141,7 +141,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
 
 def _flag_overrides(args: argparse.Namespace) -> dict:
     """`{"section.name": value}` of the setting flags given, parsed as a recipe would read them."""
-    from tfx_transfer.settings import setting
+    from tfx_transfer.config.settings import setting
 
     overrides = {}
     for dest, value in vars(args).items():
@@ -159,6 +159,8 @@ def _parse_flag(text: str, types: tuple):
     """A flag's text as its setting's type; text that does not parse is left for the setting's check to name."""
     if type(None) in types and text.lower() in ("null", "none"):
         return None  # an optional setting is unset with null or none
+    if bool in types and text.lower() in ("true", "false"):
+        return text.lower() == "true"  # `--jit-compile false` (the setting also takes auto)
     for kind in (int, float):
         if kind in types:
             try:
@@ -168,63 +170,85 @@ def _parse_flag(text: str, types: tuple):
     return text  # a string setting keeps the text as typed: `--unfreeze-from 5` names block "5"
 
 
-def _train(args: argparse.Namespace) -> int:
-    from tfx_transfer.recipe import Recipe
-    from tfx_transfer.report import headline
-    from tfx_transfer.run_folder import RunFolder
-    from tfx_transfer.runner import run
+def _resumed_recipe(run_dir: str):
+    """The resolved recipe a run folder was made with (what `--resume RUN_DIR` continues)."""
+    from tfx_transfer.config.recipe import Recipe
+    from tfx_transfer.runs.folder import RunFolder
 
-    if args.resume:  # the folder's own resolved recipe; a flag that changes it is refused on resuming
-        folder = RunFolder(args.resume)
-        recipe = Recipe.from_dict(folder.read_recipe(), str(folder.recipe_file))
+    folder = RunFolder(run_dir)
+    if not folder.path.is_dir():
+        raise FileNotFoundError(f"Nothing to resume: '{folder.path}' does not exist. Start the run without --resume "
+                                "(its --out names the folder), or give the folder of the run to continue.")
+    return Recipe.from_dict(folder.read_recipe(), str(folder.recipe_file))
+
+
+def _resume_folder(args: argparse.Namespace) -> str | None:
+    """The run folder `--resume` names: `--resume RUN_DIR`, or `--out` with a bare `--resume`."""
+    if args.resume is None:
+        return None
+    if args.resume is True:
+        if not args.out:
+            raise ValueError("--resume needs the run folder: --resume RUN_DIR (or --out RUN_DIR --resume).")
+        return args.out
+    return args.resume
+
+
+def _finish_run(run) -> int:
+    """Runs `run()` and prints the headline and where everything is; on Ctrl-C, how to resume."""
+    from tfx_transfer.reporting.run_page import headline
+
+    result = run()
+    folder = result.run_dir
+    print(headline(result.report))
+    print(f"Run folder: {folder}\nReport: {folder / 'report.html'}\n"
+          f"Model: {folder / 'model.keras'} (takes raw RGB pixels in [0, 255])")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tfx_transfer.config.recipe import Recipe
+    from tfx_transfer.experiments.runner import run, source_text
+
+    resume = _resume_folder(args)
+    if resume:  # the folder's own resolved recipe; a flag that changes it is refused on resuming
+        recipe, out = _resumed_recipe(resume), resume
     else:
         if not args.data or not args.out:
             raise ValueError("train needs --data PATH and --out RUN_DIR (or --resume RUN_DIR).")
-        folder = RunFolder(args.out)
-        source = args.data if args.data.startswith(("tfds:", "embedded:")) else str(Path(args.data).resolve())
+        out = args.out
         # `train` is `run` on a minimal recipe: the data, every other setting at its default or its flag.
         recipe = Recipe.from_dict({"name": "train", "description": f"tfx-transfer train on {args.data}",
-                                   "data": {"source": source}})
+                                   "data": {"source": source_text(args.data)}})
     recipe = recipe.with_overrides(args.overrides).with_overrides(_flag_overrides(args))
-    try:
-        result = run(recipe, out=folder.path, resume=bool(args.resume), keep_checkpoints=args.keep_checkpoints)
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"resume with: tfx-transfer train --resume {folder.path}") from None
-    print(headline(result.report))
-    print(f"Run folder: {folder.path}\nReport: {folder.report_html_file}\n"
-          f"Model: {folder.model_file} (takes raw RGB pixels in [0, 255])")
-    return 0
-
-
-def _recipe_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", help="use this folder/CSV instead of the recipe's data.source")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="change a recipe field, e.g. --set training.epochs=3 (repeatable)")
-    parser.add_argument("--out", help="output folder (default: runs/<recipe>-<time>)")
-    parser.add_argument("--quick", action="store_true", help="apply the recipe's quick overrides (smoke run)")
+    return _finish_run(lambda: run(recipe, out=out, resume=bool(resume), keep_checkpoints=args.keep_checkpoints))
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tfx_transfer.report import headline
-    from tfx_transfer.runner import as_recipe, run
+    from tfx_transfer.config.recipe import as_recipe
+    from tfx_transfer.experiments.runner import run
 
+    resume = _resume_folder(args)
+    if resume:  # as `train --resume`: the folder's own recipe (and data), flags on top are checked
+        recipe = _resumed_recipe(resume)
+        if args.recipe or args.data or args.quick:
+            raise ValueError("--resume RUN_DIR continues the run with the recipe and data it was made with; leave out "
+                             "RECIPE, --data and --quick (its recipe.yaml has them).")
+        recipe = recipe.with_overrides(args.overrides).with_overrides(_flag_overrides(args))
+        return _finish_run(lambda: run(recipe, out=resume, resume=True, keep_checkpoints=args.keep_checkpoints))
+    if not args.recipe:
+        raise ValueError("run needs a RECIPE (a file, or a built-in name: chest_xray, product_defects, traffic_signs), "
+                         "or --resume RUN_DIR.")
     recipe = as_recipe(args.recipe, args.overrides, quick=args.quick).with_overrides(_flag_overrides(args))
-    result = run(recipe, data=args.data, out=args.out, resume=args.resume, keep_checkpoints=args.keep_checkpoints)
-    print(headline(result.report))
-    print(f"Run folder: {result.run_dir}\nReport: {result.run_dir / 'report.html'}")
-    return 0
+    return _finish_run(lambda: run(recipe, data=args.data, out=args.out, keep_checkpoints=args.keep_checkpoints))
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from tfx_transfer.runner import default_out
-    from tfx_transfer.sweep import compare
-
-    from tfx_transfer.recipe import load_recipe
+    from tfx_transfer.config.recipe import load_recipe
+    from tfx_transfer.experiments.runner import default_out
+    from tfx_transfer.experiments.sweep import compare
 
     out = args.out or default_out(load_recipe(args.recipe), "-compare")
-    # --defects compares counts of defect images at one size: all the training data unless told.
-    fractions = args.fractions or ("1.0" if args.defects else "0.1,0.25,0.5,1.0")
-    report = compare(args.recipe, args.strategies, fractions, args.seeds, data=args.data,
+    report = compare(args.recipe, args.strategies, args.fractions, args.seeds, data=args.data,
                      overrides=args.overrides, out=out, quick=args.quick, keep_checkpoints=args.keep_checkpoints,
                      defects=args.defects)
     print(f"\n{report['verdict']['text']}\nReport: {Path(out) / 'report.html'}")
@@ -232,9 +256,9 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from tfx_transfer.probe import probe
-    from tfx_transfer.recipe import load_recipe
-    from tfx_transfer.runner import default_out
+    from tfx_transfer.experiments.probe import probe
+    from tfx_transfer.config.recipe import load_recipe
+    from tfx_transfer.experiments.runner import default_out
 
     out = args.out or default_out(load_recipe(args.recipe), "-probe")
     record = probe(args.recipe, data=args.data, quick=args.quick, overrides=args.overrides, out=out, verify=args.verify)
@@ -245,9 +269,10 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from tfx_transfer.comparison import find_run_dirs, write_comparison_report
-    from tfx_transfer.report import headline, write_run_report
-    from tfx_transfer.run_folder import RunFolder
+    from tfx_transfer.reporting.comparison import find_run_dirs, write_comparison_report
+    from tfx_transfer.reporting.report import write_run_report
+    from tfx_transfer.reporting.run_page import headline
+    from tfx_transfer.runs.folder import RunFolder
 
     given = [Path(folder) for folder in args.run_dirs]
     if len(given) == 1 and not RunFolder(given[0]).facts_file.is_file():
@@ -258,7 +283,7 @@ def _report(args: argparse.Namespace) -> int:
         print(f"{report['verdict']['text']}\nReport: {given[0] / 'report.html'}")
         return 0
     for folder in given:
-        print(f"{folder}: {headline(write_run_report(folder))}")
+        print(f"{folder}: {headline(write_run_report(folder, model_info=args.model_info))}")
     if len(given) > 1:
         out = Path(args.out) if args.out else given[0].parent
         report = write_comparison_report(out, given)
@@ -267,8 +292,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from tfx_transfer.predict import load_run
-    from tfx_transfer.run_folder import write_atomically
+    from tfx_transfer.deploy.predict import load_run
+    from tfx_transfer.runs.folder import write_atomically
 
     run = load_run(args.run_dir)
     predictions = run.predict(args.inputs, path_column=args.path_column, calibrated=not args.raw, verbose=1,
@@ -284,7 +309,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from tfx_transfer.export import ExportError, export_run
+    from tfx_transfer.deploy.export import ExportError, export_run
 
     try:
         record = export_run(args.run_dir, args.format, args.quantize, args.min_agreement, args.max_metric_drop,
@@ -301,7 +326,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _recalibrate(args: argparse.Namespace) -> int:
-    from tfx_transfer.recalibrate import FEW_POSITIVES, recalibrate
+    from tfx_transfer.deploy.recalibrate import FEW_POSITIVES, recalibrate
 
     site = recalibrate(args.run_dir, args.data, args.site, args.target_recall, seed=args.seed)
     name = args.site or Path(args.data).stem
@@ -324,7 +349,7 @@ def _or_na(value) -> str:
 
 
 def _results(args: argparse.Namespace) -> int:
-    from tfx_transfer.results import write_results
+    from tfx_transfer.reporting.results import write_results
 
     print(f"Results page: {write_results(args.folders, args.out)}")
     return 0
@@ -333,7 +358,7 @@ def _results(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import time
 
-    from tfx_transfer.demo import run_demo
+    from tfx_transfer.experiments.demo import run_demo
 
     started = time.perf_counter()
     try:
@@ -345,70 +370,75 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tfx-transfer", description=__doc__.split("\n")[0])
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="show TensorFlow's native start-up logs (CUDA probing, oneDNN notices)")
-    parser.add_argument("--verbose", action="store_true", default=False,
-                        help="show TensorFlow's native start-up logs (CUDA probing, oneDNN notices)")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("backbones", parents=[common], help="list the backbone registry").set_defaults(func=_backbones)
+#: Options several commands share, each declared once: `(flags, keyword arguments)`.
+_SHARED = {
+    "verbose": (("--verbose",), dict(action="store_true", default=argparse.SUPPRESS,
+                                     help="show TensorFlow's native start-up logs (CUDA probing, oneDNN notices)")),
+    "keep_checkpoints": (("--keep-checkpoints",), dict(action="store_true",
+                                                      help="keep training/ (checkpoints) once a run has finished")),
+    "resume": (("--resume",), dict(nargs="?", const=True, default=None, metavar="RUN_DIR",
+                                   help="continue a stopped or killed run: its folder's own recipe and data "
+                                        "(a bare --resume continues --out)")),
+    "set": (("--set",), dict(dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                             help="change a recipe field, e.g. --set training.epochs=3 (repeatable)")),
+}
 
-    weights = commands.add_parser("weights", help="offline ImageNet weights").add_subparsers(dest="action", required=True)
-    weights.add_parser("list", help="what is available on this machine").set_defaults(func=_weights_list)
-    importer = weights.add_parser("import", help="install a Keras weights file copied by hand")
-    importer.add_argument("file", help="a Keras weights file, e.g. resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
-    importer.add_argument("--backbone", required=True, help="registry name, see `tfx-transfer backbones`")
-    importer.set_defaults(func=_weights_import)
 
+def _shared(parser: argparse.ArgumentParser, *names: str) -> None:
+    for name in names:
+        flags, options = _SHARED[name]
+        parser.add_argument(*flags, **options)
+
+
+def _recipe_options(parser: argparse.ArgumentParser, recipe_required: bool = True) -> None:
+    parser.add_argument("recipe", nargs=None if recipe_required else "?",
+                        help="a recipe file, or the name of a built-in recipe (chest_xray, product_defects, traffic_signs)")
+    parser.add_argument("--data", help="use this folder/CSV instead of the recipe's data.source")
+    _shared(parser, "set")
+    parser.add_argument("--out", help="output folder (default: runs/<recipe>-<time>)")
+    parser.add_argument("--quick", action="store_true", help="apply the recipe's quick overrides (smoke run)")
+
+
+def _add_training_commands(commands, common) -> None:
     trainer = commands.add_parser("train", parents=[common], help="run on a folder, CSV or official layout without a recipe "
                                   "file (the recipe is every setting's default and the flags given)")
     trainer.add_argument("--data", help="folder, CSV file, GTSRB/Kermany layout or tfds:<name>")
     trainer.add_argument("--out", help="run folder: model.keras, report, checkpoints")
-    trainer.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run")
-    trainer.add_argument("--keep-checkpoints", action="store_true", help="keep training/ once the run has finished")
-    trainer.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                         help="change a setting, e.g. --set augmentation.overrides={rotation: 5} (repeatable)")
+    _shared(trainer, "resume", "keep_checkpoints", "set")
     _add_setting_flags(trainer)
     trainer.set_defaults(func=_train)
 
     runner = commands.add_parser("run", parents=[common], help="train and evaluate a recipe")
-    runner.add_argument("recipe", help="a recipe file, or the name of a built-in recipe (chest_xray, ...)")
-    _recipe_options(runner)
-    runner.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    runner.add_argument("--keep-checkpoints", action="store_true", help="keep training/ once the run has finished")
+    _recipe_options(runner, recipe_required=False)
+    _shared(runner, "resume", "keep_checkpoints")
     _add_setting_flags(runner)
     runner.set_defaults(func=_run)
 
     prober = commands.add_parser("probe", parents=[common], help="which blocks to unfreeze: a linear probe at every block "
                                  "of the backbone, scored on validation")
-    prober.add_argument("recipe", help="a recipe file, or the name of a built-in recipe")
     _recipe_options(prober)
     prober.add_argument("--verify", action="store_true", help="fine-tune at the advised depth and one block either "
                         "side, and report whether the advice held")
     prober.set_defaults(func=_probe)
 
+    from tfx_transfer.config.settings import DEFAULT_FRACTIONS, DEFAULT_SEEDS
+
     comparer = commands.add_parser("compare", parents=[common], help="compare strategies at several training-set sizes")
-    comparer.add_argument("recipe", help="a recipe file, or the name of a built-in recipe")
     _recipe_options(comparer)
     comparer.add_argument("--strategies", default="scratch,feature_extraction,fine_tune",
                           help="comma-separated; fine_tune:N unfreezes N blocks, fine_tune:auto as many as the "
                           "probes advise, anomaly learns from good images only (default: %(default)s)")
-    comparer.add_argument("--fractions", default=None, help="shares of the training split (default: 0.1,0.25,0.5,1.0; "
-                          "with --defects: 1.0)")
+    comparer.add_argument("--fractions", default=None, help="shares of the training split (default: "
+                          f"{','.join(map(str, DEFAULT_FRACTIONS))}; with --defects: 1.0)")
     comparer.add_argument("--defects", default=None, help="numbers of defect images the supervised strategies train on, "
                           "e.g. 0,5,20,all, to see how many they need to beat --strategies anomaly (trained on none); "
                           "validation and test keep all theirs")
-    comparer.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default: %(default)s)")
-    comparer.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's training/ folder")
+    comparer.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="seeds per configuration (default: %(default)s)")
+    _shared(comparer, "keep_checkpoints")
     comparer.set_defaults(func=_compare)
 
-    reporter = commands.add_parser("report", help="rebuild reports from run folders (no TensorFlow)")
-    reporter.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders or comparison folders")
-    reporter.add_argument("--out", help="with several runs: where to write their comparison (default: the first's parent)")
-    reporter.set_defaults(func=_report)
 
+def _add_model_commands(commands, common) -> None:
     predictor = commands.add_parser("predict", parents=[common], help="score new images with a finished run's model")
     predictor.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (model.keras and model.json)")
     predictor.add_argument("inputs", nargs="+", metavar="INPUT", help="folders (searched recursively), CSV files, images")
@@ -418,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     predictor.add_argument("--site", help="decide at the operating point `recalibrate` chose for this site")
     predictor.set_defaults(func=_predict)
 
-    from tfx_transfer.export import FORMATS, MAX_METRIC_DROP, MIN_AGREEMENT, QUANTIZATIONS
+    from tfx_transfer.deploy.export import FORMATS, MAX_METRIC_DROP, MIN_AGREEMENT, QUANTIZATIONS
 
     exporter = commands.add_parser("export", parents=[common], help="export a finished run's model, checked by a parity gate")
     exporter.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (model.keras and model.json)")
@@ -442,6 +472,15 @@ def build_parser() -> argparse.ArgumentParser:
     recalibrator.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: %(default)s)")
     recalibrator.set_defaults(func=_recalibrate)
 
+
+def _add_report_commands(commands, common) -> None:
+    reporter = commands.add_parser("report", help="rebuild reports from run folders (no TensorFlow)")
+    reporter.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders or comparison folders")
+    reporter.add_argument("--out", help="with several runs: where to write their comparison (default: the first's parent)")
+    reporter.add_argument("--model-info", action="store_true", help="also write each run's model.json again from its "
+                          "files (after it was lost or damaged; recalibrated sites are kept)")
+    reporter.set_defaults(func=_report)
+
     results = commands.add_parser("results", help="the results page of run and comparison folders, grouped by "
                                   "recipe content (no TensorFlow)")
     results.add_argument("folders", nargs="+", metavar="FOLDER", help="run, comparison or demo folders")
@@ -455,7 +494,28 @@ def build_parser() -> argparse.ArgumentParser:
                                                "(default: one per recipe, at most CPU cores + 1)")
     demo.set_defaults(func=_demo)
 
-    commands.add_parser("showcase", parents=[common], help="the offline ImageNet weights at work, and block slicing").set_defaults(func=_showcase)
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfx-transfer", description=__doc__.split("\n")[0])
+    _shared(parser, "verbose")  # before the command (`tfx-transfer --verbose run ...`) or after it
+    parser.set_defaults(verbose=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _shared(common, "verbose")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("backbones", parents=[common], help="list the backbone registry").set_defaults(func=_backbones)
+
+    weights = commands.add_parser("weights", help="offline ImageNet weights").add_subparsers(dest="action", required=True)
+    weights.add_parser("list", help="what is available on this machine").set_defaults(func=_weights_list)
+    importer = weights.add_parser("import", help="install a Keras weights file copied by hand")
+    importer.add_argument("file", help="a Keras weights file, e.g. resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    importer.add_argument("--backbone", required=True, help="registry name, see `tfx-transfer backbones`")
+    importer.set_defaults(func=_weights_import)
+
+    _add_training_commands(commands, common)
+    _add_model_commands(commands, common)
+    _add_report_commands(commands, common)
+    commands.add_parser("showcase", parents=[common], help="the offline ImageNet weights at work, and block slicing"
+                        ).set_defaults(func=_showcase)
     return parser
 
 

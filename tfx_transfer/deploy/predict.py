@@ -1,0 +1,218 @@
+"""Using a trained model: scores, decisions and review flags for new images, from a run folder.
+
+A finished run folder holds `model.keras` (raw RGB pixels in) and `model.json`: class names, image
+size, the temperature that calibrates its scores, the operating point chosen on validation, the
+test-time views and the review band. `load_run(run_dir).predict(inputs)` applies all of them, as
+the run's own evaluation did, to a folder (searched recursively), a CSV with a path column, or
+single files (DICOM included). Files that cannot be read are listed with their reason and never
+stop the batch. Images stream through tf.data in batches, so memory does not grow with their number.
+
+Example:
+    >>> predictions = load_run("runs/line7").predict("incoming/")  # doctest: +SKIP
+    >>> predictions[["path", "decision", "review"]].head()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tfx_transfer.evaluation.calibration import apply_temperature
+from tfx_transfer.evaluation.metrics import OperatingPoint
+from tfx_transfer.evaluation.scoring import score_images
+from tfx_transfer.runs.folder import RunFolder, RunFolderError
+from tfx_transfer.runs.model_info import ModelInfo
+from tfx_transfer.data.sources import IMAGE_EXTENSIONS, ImageTable
+
+#: With argmax decisions, an image is flagged for review when its two most probable classes are this close.
+ARGMAX_REVIEW_MARGIN = 0.1
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A trained model with what its run decided about it (see `load_run`).
+
+    Attributes:
+        run_dir: The run folder.
+        model: The Keras model (raw RGB pixels in, uncalibrated probabilities out); for an anomaly
+            run, its patch-feature extractor.
+        info: model.json (`ModelInfo`): class names, image size, temperature, operating points.
+        detector: An anomaly run's `tfx_transfer.training.anomaly.AnomalyDetector` (None for a classifier).
+    """
+
+    run_dir: Path
+    model: object
+    info: ModelInfo
+    detector: object = None
+
+    def raw_scores(self, table: ImageTable, indices: np.ndarray, verbose: int = 0) -> np.ndarray:
+        """Uncalibrated `(n, num_classes)` scores of the rows `indices`, as the run's evaluation made them."""
+        if self.detector is not None:
+            distances, _ = self.detector.distances(table, indices, keep_maps=False)
+            return self.detector.scores(distances, self.operating_point.positive_index)
+        return score_images(self.model, table, indices, self.info.image_size, self.info.test_time_views, verbose)
+
+    def calibrated(self, scores: np.ndarray) -> np.ndarray:
+        """Raw scores after the run's temperature (what its decisions use)."""
+        return apply_temperature(scores, self.info.temperature, self.info.positive_index)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info.class_names)
+
+    @property
+    def operating_point(self) -> OperatingPoint:
+        return self.info.operating_point
+
+    def decision_rule(self, site: str | None = None) -> tuple[OperatingPoint, tuple[float, float] | None]:
+        """`(operating point, review band)` of the run (`site=None`) or of a recalibrated site.
+
+        Raises:
+            ValueError: for a site that was never recalibrated.
+        """
+        return self.info.decision_rule(site, self.run_dir)
+
+    def predict(self, inputs, path_column: str = "path", calibrated: bool = True, verbose: int = 0,
+                site: str | None = None):
+        """Scores and decisions for new images.
+
+        Args:
+            inputs: A folder (searched recursively), a CSV file with a `path_column` (paths relative
+                to the CSV's folder; with `ROI_COLUMNS`, such as GTSRB's annotation files, each image is
+                cropped to its box as training did), an image file, or a list of any of them.
+            path_column: The CSV's column of image paths.
+            calibrated: Probabilities after the run's temperature (what its decisions use); False
+                gives the model's raw outputs.
+            verbose: Print a progress bar.
+            site: Decide at the operating point `tfx-transfer recalibrate` chose for this site
+                instead of the run's own.
+
+        Returns:
+            A pandas DataFrame, one row per file: `path`, one probability column per class
+            (`probability_<class>`), `decision` (the class at the run's operating point), `review`
+            (the score is too close to the decision boundary to trust without a look) and `error`
+            (why a file could not be read; its other columns are empty).
+
+        Raises:
+            FileNotFoundError: for an input path that does not exist.
+            ValueError: for a CSV without `path_column`, or inputs that hold no image file.
+        """
+        import pandas as pd
+
+        from tfx_transfer.data.images import scan_images
+
+        point, band = self.decision_rule(site)
+        paths, rois = collect_images(inputs, path_column)
+        scan = scan_images(paths)
+        readable = [path for path, ok in zip(paths, scan.ok) if ok]
+        rows = []
+        if readable:
+            table = ImageTable(labels=np.zeros(len(readable), int), class_names=self.class_names,
+                               paths=np.array(readable, dtype=object), source="predict",
+                               decoders=scan.decoders[scan.ok], image_sizes=scan.sizes[scan.ok],
+                               rois=None if rois is None else rois[scan.ok])
+            scores = self.raw_scores(table, np.arange(len(table)), verbose)
+            probabilities = self.calibrated(scores)
+            shown = probabilities if calibrated else np.asarray(scores, float)
+            decisions = point.predict(probabilities)
+            review = self._review(probabilities, point, band)
+            for index, path in enumerate(table.paths):
+                row = {"path": str(path)}
+                row.update({f"probability_{name}": float(shown[index, k]) for k, name in enumerate(self.class_names)})
+                row.update(decision=self.class_names[int(decisions[index])], review=bool(review[index]), error="")
+                rows.append(row)
+        for path, reason in scan.problems:
+            rows.append({"path": str(path), "error": reason})
+        columns = ["path", *(f"probability_{name}" for name in self.class_names), "decision", "review", "error"]
+        return pd.DataFrame(rows, columns=columns)
+
+    @staticmethod
+    def _review(probabilities: np.ndarray, point: OperatingPoint, band) -> np.ndarray:
+        if point.kind != "argmax" and point.threshold is not None and band is not None:
+            positive = probabilities[:, point.positive_index]
+            return (positive >= band[0]) & (positive <= band[1])
+        top_two = np.sort(probabilities, axis=1)[:, -2:]
+        return (top_two[:, 1] - top_two[:, 0]) < ARGMAX_REVIEW_MARGIN
+
+
+#: Crop-box columns of a CSV input (the GTSRB annotation files' names): each image is cropped to its box.
+ROI_COLUMNS = ("Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2")
+
+
+def collect_inputs(inputs, path_column: str = "path") -> list[str]:
+    """Image paths from folders (recursive), CSV files (`path_column`, relative to the CSV) and files."""
+    return collect_images(inputs, path_column)[0]
+
+
+def collect_images(inputs, path_column: str = "path") -> tuple[list[str], np.ndarray | None]:
+    """`(paths, rois)`: image paths as `collect_inputs` finds them, and their crop boxes `(n, 4)`
+    `(x1, y1, x2, y2)` from a CSV's `ROI_COLUMNS` (-1 for an image without one), or None when no
+    input has boxes. A CSV's separator (comma or semicolon) is read from its header."""
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    paths: list[str] = []
+    rois: list[tuple] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            found = sorted(str(p) for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise ValueError(f"'{item}' holds no image file (searched recursively for {', '.join(sorted(IMAGE_EXTENSIONS))}).")
+            paths += found
+            rois += [(-1, -1, -1, -1)] * len(found)
+        elif item.is_file() and item.suffix.lower() == ".csv":
+            import pandas as pd
+
+            with open(item, encoding="utf-8", errors="replace") as file:
+                header = file.readline()
+            # GTSRB's annotation files use semicolons; a sniffer guesses wrong on one-column files.
+            frame = pd.read_csv(item, sep=";" if header.count(";") > header.count(",") else ",")
+            if path_column not in frame.columns:
+                raise ValueError(f"CSV '{item}' has no column {path_column!r}. Found columns: {list(frame.columns)}. "
+                                 "Name the column of image paths with --path-column.")
+            paths += [str(p if os.path.isabs(str(p)) else item.parent / str(p)) for p in frame[path_column].astype(str)]
+            if all(column in frame.columns for column in ROI_COLUMNS):
+                rois += list(map(tuple, frame[list(ROI_COLUMNS)].to_numpy(dtype=int)))
+            else:
+                rois += [(-1, -1, -1, -1)] * len(frame)
+        elif item.is_file():
+            paths.append(str(item))
+            rois.append((-1, -1, -1, -1))
+        else:
+            raise FileNotFoundError(f"Input not found: '{item}'. Expected a folder of images, a CSV file with a "
+                                    f"{path_column!r} column, or image files.")
+    boxes = np.array(rois, dtype="int32").reshape(-1, 4)
+    return paths, boxes if (boxes >= 0).any() else None
+
+
+def load_run(run_dir: str | os.PathLike) -> LoadedRun:
+    """The trained model of a finished run folder, ready to `predict`.
+
+    Raises:
+        RunFolderError: if the folder has no model.keras or model.json (the message says why), or
+            model.json was written by a newer version.
+
+    Example:
+        >>> run = load_run("runs/line7")  # doctest: +SKIP
+        >>> run.class_names  # doctest: +SKIP
+        ['defective', 'good']
+    """
+    import keras
+
+    import tfx_transfer.models.classifier  # noqa: F401  (registers the toolkit's layers: ImagePreprocessing, Grayscale)
+
+    folder = RunFolder(run_dir)
+    missing = [path.name for path in (folder.model_file, folder.model_info_file) if not path.is_file()]
+    if missing:
+        raise RunFolderError(
+            f"'{folder.path}' has no trained model to use: {', '.join(missing)} missing. Expected a finished run of "
+            "`tfx-transfer run` or `train` (comparison runs keep their model too; multi-label runs have none yet).")
+    info = ModelInfo.read(folder.model_info_file)
+    if info.is_anomaly:
+        from tfx_transfer.training.anomaly import load_detector
+
+        detector = load_detector(folder.model_file, folder.anomaly_file)
+        return LoadedRun(folder.path, detector.extractor, info, detector)
+    model = keras.saving.load_model(folder.model_file, compile=False, safe_mode=True)
+    return LoadedRun(folder.path, model, info)
