@@ -115,8 +115,12 @@ def test_the_predict_command_writes_a_csv_and_counts_what_it_could_not_read(fini
     (incoming / "ok" / "empty.png").write_bytes(b"")
     out = tmp_path / "predictions.csv"
     assert main(["predict", str(finished_run), str(incoming), "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "2 images scored" in printed and "1 unreadable" in printed and "empty.png" in printed
+    # Not a terminal (captured, as in CI or `| tee`): plain progress lines, no bar redrawn with escape codes.
+    assert "scored 2 of 2 images (100%)" in captured.err
+    assert not any(code in captured.out + captured.err for code in ("\x1b", "\r", "\b"))
     written = pd.read_csv(out)
     assert list(written.columns) == ["path", "probability_ok", "probability_scratched", "decision", "review", "error"]
     assert len(written) == 3

@@ -443,3 +443,14 @@ def test_epochs_to_best_is_the_epoch_of_the_weights_each_model_kept():
     members = [PhaseSummary("head", 1, [], 8, 4, 0.5, 1.0, member=1), PhaseSummary("head", 1, [], 8, 6, 0.4, 1.0, member=2)]
     assert epochs_to_best(members, "val_loss") == 6  # an ensemble's: its members' latest
     assert epochs_to_best([], "val_loss") is None  # anomaly: no training
+
+
+def test_training_without_a_terminal_prints_one_plain_line_per_epoch(tiny_data, capsys):
+    table, splits = tiny_data
+    # Under pytest's capture standard output is not a terminal, as in CI, nohup or `| tee`.
+    train(table, splits, TrainConfig(strategy="feature_extraction", **dict(TINY, epochs=3)), verbose=1)
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "\b" not in out
+    epoch_lines = [line for line in out.splitlines() if line.startswith("head epoch ")]
+    assert [line.split(" - ")[0] for line in epoch_lines] == ["head epoch 1/3", "head epoch 2/3", "head epoch 3/3"]
+    assert all("val_loss" in line and len(line) < 300 for line in epoch_lines)

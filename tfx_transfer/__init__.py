@@ -5,7 +5,7 @@ they are imported on first use, so `tfx-transfer report` and the reporting layer
 loading TensorFlow. The subpackages are layers, each importing only from those below it (a test
 checks this with import-linter's contracts in setup.cfg):
 
-    cli, startup    the command line on top; TensorFlow started quietly (startup, the bottom layer)
+    cli             the command line on top
     deploy          predict, export (+ parity gate), recalibrate
     experiments     runner (one run), sweep (a comparison), probe, demo
     reporting | training
@@ -16,6 +16,7 @@ checks this with import-linter's contracts in setup.cfg):
     models | data   layers, weights, classifier + slicing, taps | images, sources, splits,
                     embedded, augment, tf.data pipeline
     config          settings, policies, backbones, recipe, strategies, paths (TensorFlow-free)
+    startup|console TensorFlow started quietly; progress lines, plain without a terminal
 
 `TENSORFLOW_FREE` lists the modules that import without TensorFlow (a test checks it).
 
@@ -37,7 +38,7 @@ TENSORFLOW_FREE = (
     "config.settings", "config.policies", "config.backbones", "config.recipe", "config.strategies", "config.paths",
     "runs.folder", "runs.model_info", "evaluation.metrics", "evaluation.calibration", "evaluation.explain",
     "reporting.render", "reporting.report", "reporting.run_page", "reporting.comparison", "reporting.results",
-    "reporting.probe_page", "models.torch_checkpoint", "startup")
+    "reporting.probe_page", "models.torch_checkpoint", "startup", "console")
 
 #: Public name -> the module that defines it.
 _EXPORTS = {

@@ -45,6 +45,7 @@ def block_features(classifier, table, indices, image_size, verbose: int = 0) -> 
     import keras
 
     from tfx_transfer.config.paths import cache_dir
+    from tfx_transfer.console import keras_verbose
     from tfx_transfer.data.pipeline import make_dataset
     from tfx_transfer.models.classifier import find_backbone
     from tfx_transfer.models.taps import block_outputs, tap_model
@@ -60,7 +61,7 @@ def block_features(classifier, table, indices, image_size, verbose: int = 0) -> 
     if path.is_file():
         with np.load(path) as saved:
             return {name: saved[name] for name in outputs}
-    arrays = extractor.predict(make_dataset(table, indices, image_size, 64), verbose=verbose)
+    arrays = extractor.predict(make_dataset(table, indices, image_size, 64), verbose=keras_verbose(verbose))
     features = dict(zip(outputs, arrays if isinstance(arrays, list) else [arrays]))
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")

@@ -17,6 +17,7 @@ import re
 import keras
 import numpy as np
 
+from tfx_transfer.console import keras_verbose
 from tfx_transfer.data.augment import AugmentPolicy
 from tfx_transfer.data.pipeline import make_dataset
 from tfx_transfer.models.classifier import feature_extractor
@@ -75,7 +76,7 @@ def extract_features(
     dataset = make_dataset(
         table, indices, config.image_size, batch_size=64, augment=augment, seed=config.seed * 7_919 + view
     )
-    features = extractor.predict(dataset, verbose=verbose)
+    features = extractor.predict(dataset, verbose=keras_verbose(verbose))
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(f".tmp{os.getpid()}.npy")
     np.save(temporary, features)

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfx_transfer.config.backbones import assign_blocks
+from tfx_transfer.console import keras_verbose
 from tfx_transfer.training.checkpoint import (
     latest_checkpoint,
     load_model_weights,
@@ -414,10 +415,11 @@ def _run_phase(context: _RunContext, phase: Phase, phase_index: int, tracker: Be
         train_data, validation = _epoch_data(phase, context.features, context.table, context.splits, config,
                                              context.train_stream, context.val_data, epoch_seed, state.global_epoch)
         _reseed(model, epoch_seed)
-        if context.verbose:
-            print(f"{phase.name} epoch {epoch + 1}/{phase.epochs}")
+        verbose = keras_verbose(context.verbose)
+        if verbose:  # without a terminal, Keras' one plain line follows on the same line
+            print(f"{phase.name} epoch {epoch + 1}/{phase.epochs}", end="\n" if verbose == 1 else " - ", flush=True)
         epoch_started = time.perf_counter()
-        history = trainer.fit(train_data, validation_data=validation, epochs=1, verbose=context.verbose, shuffle=False)
+        history = trainer.fit(train_data, validation_data=validation, epochs=1, verbose=verbose, shuffle=False)
         record = {k: float(v[-1]) for k, v in history.history.items()}
         record.update(phase=phase.name, epoch=state.global_epoch + 1, seconds=time.perf_counter() - epoch_started)
         state.history.append(record)
