@@ -228,3 +228,35 @@ def test_csv_multi_label_column(tmp_path):
     table = from_dataframe(frame, multi_label=True, no_label="none")
     assert table.class_names == ["dent", "scratch"]
     assert table.labels.tolist() == [[1, 1], [1, 0], [0, 0]]
+
+
+def _split_csv(root: Path, column: str = "split") -> Path:
+    write_solid_folder(root, per_class=6)
+    rows = [{"path": f"{c}/{c}_{i:02d}.png", "label": c, column: ("train", "train", "train", "val", "test", "test")[i]}
+            for c in ("red", "green", "blue") for i in range(6)]
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    return root / "labels.csv"
+
+
+@pytest.mark.parametrize("column", ["split", "Split"])
+def test_a_csv_split_column_is_the_split_as_train_val_test_folders_are(tmp_path, column):
+    table = load_source(_split_csv(tmp_path, column))
+    assert {s: int((table.splits == s).sum()) for s in ("train", "val", "test")} == {"train": 9, "val": 3, "test": 6}
+    assert table.source.endswith(f"(pre-split by column {column!r})")
+
+
+def test_a_csv_split_column_can_be_ignored_or_named(tmp_path):
+    csv = _split_csv(tmp_path, "fold")
+    assert load_source(csv).splits is None  # no column named split: split at random
+    assert int((load_source(csv, split_column="fold").splits == "val").sum()) == 3
+    assert load_source(_split_csv(tmp_path / "b"), split_column=None).splits is None
+
+
+def test_a_bad_split_value_says_how_to_split_at_random_instead(tmp_path):
+    csv = _split_csv(tmp_path)
+    frame = pd.read_csv(csv)
+    frame.loc[0, "split"] = "holdout"
+    frame.to_csv(csv, index=False)
+    with pytest.raises(ValueError, match=r"Split column 'split' of csv .*labels.csv has values \['holdout'\].*"
+                                         r"--set data.split_column=null"):
+        load_source(csv)
