@@ -495,4 +495,4 @@ def write_overview(out: str | os.PathLike, comparisons: list[tuple[dict, dict[st
                   render.markdown_table(*_summary_table(comparison)), ""]
     write_report_files(out, {"kind": "overview", "comparisons": [c for c, _ in comparisons]}, "\n".join(lines),
                        render.html_page("tfx-transfer demo: every recipe compared", sections))
-    return out / "report.html"
+    return ComparisonFolder(out).report_html_file

@@ -328,17 +328,7 @@ def train(
             train_batchnorm=config.strategy == "scratch", seed=config.seed, grayscale=config.grayscale,
             pooling=config.pooling,
         )
-    state = TrainingState()
-    checkpoint = latest_checkpoint(run_dir) if (resume and run_dir is not None) else None
-    if resume and checkpoint is None:
-        raise FileNotFoundError(f"Nothing to resume in '{run_dir}': no complete checkpoint under checkpoints/.")
-    if checkpoint is not None:
-        state = TrainingState.from_dict(load_state(checkpoint))
-        load_model_weights(model, checkpoint / "model.weights.h5")
-    if run_dir is not None:
-        remove_stale_files(run_dir)  # what a kill during a write left: never read, never pruned otherwise
-        write_atomically(TrainingFolder(run_dir).train_config_file, json.dumps(_config_record(config), indent=2))
-
+    state, checkpoint = _start_or_resume(model, config, run_dir, resume)
     context = _RunContext(table, splits, config, devices, model, state, run_dir, verbose)
     context.val_data = make_dataset(table, splits.val, config.image_size, config.batch_size, cache=config.cache)
     context.train_stream = EpochStream(
@@ -346,22 +336,7 @@ def train(
         config.cache, config.class_weight, config.oversample,
     )
     tracker = BestWeights(model, state, config.monitor, config.patience, run_dir)
-    summaries = [PhaseSummary(**p) for p in state.phases]
-    stopped = False
-    try:
-        for phase_index, phase in enumerate(phases):
-            if phase_index >= state.phase_index:
-                summaries.append(_run_phase(context, phase, phase_index, tracker, summaries, checkpoint))
-                checkpoint = None  # only the phase in progress resumes its optimizer
-                if verbose:
-                    print(summaries[-1].line(config.monitor))
-    except KeyboardInterrupt:
-        stopped = True
-        warnings.warn(
-            f"Stopped by Ctrl-C after epoch {state.global_epoch}; every finished epoch is saved. "
-            + (f"Resume with train(..., run_dir={str(run_dir)!r}, resume=True)." if run_dir else ""),
-            stacklevel=2,
-        )
+    summaries, stopped = _run_phases(context, phases, tracker, checkpoint)
     if not stopped:
         tracker.restore_run_best()
     return TrainResult(
@@ -374,6 +349,43 @@ def train(
         stopped=stopped,
         config=_config_record(config),
     )
+
+
+def _start_or_resume(model: keras.Model, config: TrainConfig, run_dir: Path | None, resume: bool):
+    """`(state, checkpoint)`: a fresh state, or the latest checkpoint's with its weights loaded into `model`."""
+    state = TrainingState()
+    checkpoint = latest_checkpoint(run_dir) if (resume and run_dir is not None) else None
+    if resume and checkpoint is None:
+        raise FileNotFoundError(f"Nothing to resume in '{run_dir}': no complete checkpoint under checkpoints/.")
+    if checkpoint is not None:
+        state = TrainingState.from_dict(load_state(checkpoint))
+        load_model_weights(model, checkpoint / "model.weights.h5")
+    if run_dir is not None:
+        remove_stale_files(run_dir)  # what a kill during a write left: never read, never pruned otherwise
+        write_atomically(TrainingFolder(run_dir).train_config_file, json.dumps(_config_record(config), indent=2))
+    return state, checkpoint
+
+
+def _run_phases(context: _RunContext, phases: list[Phase], tracker: BestWeights, checkpoint: Path | None
+                ) -> tuple[list[PhaseSummary], bool]:
+    """`(summaries, stopped)`: every phase not finished before, in order; Ctrl-C stops after the epoch it is in."""
+    state, config = context.state, context.config
+    summaries = [PhaseSummary(**p) for p in state.phases]
+    try:
+        for phase_index, phase in enumerate(phases):
+            if phase_index >= state.phase_index:
+                summaries.append(_run_phase(context, phase, phase_index, tracker, summaries, checkpoint))
+                checkpoint = None  # only the phase in progress resumes its optimizer
+                if context.verbose:
+                    print(summaries[-1].line(config.monitor))
+    except KeyboardInterrupt:
+        warnings.warn(
+            f"Stopped by Ctrl-C after epoch {state.global_epoch}; every finished epoch is saved. "
+            + (f"Resume with train(..., run_dir={str(context.run_dir)!r}, resume=True)." if context.run_dir else ""),
+            stacklevel=3,
+        )
+        return summaries, True
+    return summaries, False
 
 
 @dataclass
