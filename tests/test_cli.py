@@ -79,7 +79,8 @@ def test_train_command_explains_missing_arguments(capsys, tmp_path):
 
 
 def test_setting_flags_are_made_from_the_declarations():
-    from tfx_transfer.cli import _flag_overrides, build_parser
+    from tfx_transfer.cli import build_parser
+    from tfx_transfer.cli.commands import _flag_overrides
     from tfx_transfer.config.settings import SECTIONS
 
     parser = build_parser()
@@ -88,6 +89,10 @@ def test_setting_flags_are_made_from_the_declarations():
     assert _flag_overrides(args) == {"training.epochs": 3, "training.learning_rate": 0.01, "model.grayscale": True,
                                      "training.unfreeze_from": "5", "training.class_weight": None,
                                      "model.pooling": "avg_max"}
+    # Settings that take true, false or auto are value flags, not on/off switches.
+    assert _flag_overrides(parser.parse_args(["run", "product_defects", "--jit-compile", "false",
+                                              "--mixed-precision", "auto"])) == {
+        "training.jit_compile": False, "training.mixed_precision": "auto"}
     help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
     for section, items in SECTIONS.items():
         for item in items:

@@ -192,3 +192,37 @@ def test_a_csv_with_crop_boxes_is_scored_on_the_crops_as_training_did(finished_r
     columns = ["probability_ok", "probability_scratched"]
     np.testing.assert_allclose(boxed[columns].to_numpy(), expected[columns].to_numpy(), atol=1e-6)
     assert not np.allclose(boxed[columns].to_numpy()[0], boxed[columns].to_numpy()[-1])
+
+
+def test_predict_never_replaces_its_input_or_a_file_that_is_not_its_own(finished_run, tmp_path, capsys):
+    incoming = _parts(tmp_path / "incoming", count=1)
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"path": [str(p) for p in sorted(incoming.rglob("*.png"))], "label": "ok"}).to_csv(labels, index=False)
+    before = labels.read_bytes()
+    assert main(["predict", str(finished_run), str(labels), "--out", str(labels)]) == 2
+    assert "is one of the inputs" in capsys.readouterr().err
+    assert main(["predict", str(finished_run), str(labels), "--out", str(labels), "--overwrite"]) == 2
+    assert labels.read_bytes() == before
+    other = tmp_path / "notes.csv"
+    other.write_text("name,comment\na,b\n")
+    assert main(["predict", str(finished_run), str(incoming), "--out", str(other)]) == 2
+    assert "is not a predictions file of tfx-transfer" in capsys.readouterr().err
+    assert other.read_text() == "name,comment\na,b\n"
+    # Its own predictions file is replaced without asking; another file only with --overwrite.
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(finished_run), str(incoming), "--out", str(out)]) == 0
+    assert main(["predict", str(finished_run), str(incoming), "--out", str(out)]) == 0
+    assert main(["predict", str(finished_run), str(incoming), "--out", str(other), "--overwrite"]) == 0
+    assert pd.read_csv(other).columns[0] == "path"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: tmp / "folder", "is a folder; expected the CSV file to write"),
+    (lambda tmp: tmp / "no" / "such" / "p.csv", "the folder '.*such' does not exist"),
+])
+def test_a_predict_output_that_cannot_be_written_is_refused_before_scoring(tmp_path, make, message):
+    from tfx_transfer.deploy.predict import check_output
+
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ValueError, match=message):
+        check_output(make(tmp_path), [str(tmp_path / "incoming")])

@@ -4,6 +4,7 @@ the same data, interrupted writes are cleaned, and report.json (the done marker)
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,76 @@ def test_facts_carry_the_schema_version_and_a_newer_one_is_refused(tmp_path):
     folder.facts_file.write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1}))
     with pytest.raises(RunFolderError, match=r"written by a newer tfx_transfer .*Upgrade tfx_transfer"):
         folder.read_facts()
+
+
+def test_resuming_a_folder_that_is_no_run_touches_nothing_in_it(tmp_path):
+    user = tmp_path / "documents"
+    (user / "drafts").mkdir(parents=True)
+    files = {"notes.tmp": "mine", "drafts/report.tmp": "mine too", ".session.tmp": "an editor's", "thesis.txt": "x"}
+    for name, text in files.items():
+        (user / name).write_text(text)
+    with pytest.raises(RunFolderError, match=r"'.*documents' is not a tfx-transfer run folder .* nothing in it is "
+                                             r"touched"):
+        RunFolder(user).start(RECIPE, DATA, resume=True)
+    assert {str(p.relative_to(user)): p.read_text() for p in user.rglob("*") if p.is_file()} == files
+
+
+def test_resuming_a_folder_that_does_not_exist_is_refused(tmp_path):
+    with pytest.raises(RunFolderError, match=r"Nothing to resume: '.*missing' does not exist"):
+        RunFolder(tmp_path / "missing").start(RECIPE, DATA, resume=True)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_starting_removes_only_the_toolkits_own_temporaries_in_its_own_folders(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.start(RECIPE, DATA, resume=False)
+    (folder.path / "export" / "notes").mkdir(parents=True)
+    kept = [folder.path / "mine.tmp", folder.path / "export" / "notes" / ".draft.tmp", folder.path / "export" / "x.tmp"]
+    for path in kept:
+        path.write_text("the user's")
+    (folder.path / ".run.json.a1b2.tmp").write_text("{")  # what write_atomically leaves when killed
+    folder.start(RECIPE, DATA, resume=True)
+    assert all(path.read_text() == "the user's" for path in kept)
+    assert not (folder.path / ".run.json.a1b2.tmp").exists()
+
+
+def test_a_run_folder_in_use_is_refused_naming_the_process_that_holds_it(tmp_path):
+    import os
+
+    with RunFolder(tmp_path / "run").lock():
+        with pytest.raises(RunFolderError, match=rf"'.*run' is in use by another tfx-transfer process \(pid {os.getpid()} "
+                                                 r"on .*\)\. Two runs in one folder .* choose another --out"):
+            with RunFolder(tmp_path / "run").lock():
+                pass
+        RunFolder(tmp_path / "run").start(RECIPE, DATA, resume=False)  # the lock file is not a leftover of a run
+    with RunFolder(tmp_path / "run").lock():  # released when the first run ended
+        pass
+
+
+def test_an_out_that_is_a_file_or_read_only_is_refused_before_any_work(tmp_path, monkeypatch):
+    import os
+
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(RunFolderError, match=r"--out '.*taken' is a file, not a folder"):
+        RunFolder(tmp_path / "taken").start(RECIPE, DATA, resume=False)
+    (tmp_path / "locked").mkdir(mode=0o555)
+    real_access = os.access
+    # Root (as here and in CI) may write anywhere, so the folder is read-only as the check sees it.
+    monkeypatch.setattr(os, "access", lambda path, mode: real_access(path, mode) and Path(path).name != "locked")
+    with pytest.raises(RunFolderError, match=r"'.*locked' is not writable by this user"):
+        RunFolder(tmp_path / "locked" / "run").start(RECIPE, DATA, resume=False)
+    assert not (tmp_path / "locked" / "run").exists()
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        write_atomically(tmp_path / "report.md", "# report")
+        assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o644
+        os.umask(0o027)
+        write_atomically(tmp_path / "report.md", "# again")
+        assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)

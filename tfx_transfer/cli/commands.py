@@ -138,9 +138,7 @@ def _resumed_recipe(run_dir: str):
     from tfx_transfer.config.recipe import Recipe
 
     folder = RunFolder(run_dir)
-    if not folder.path.is_dir():
-        raise FileNotFoundError(f"Nothing to resume: '{folder.path}' does not exist. Start the run without --resume "
-                                "(its --out names the folder), or give the folder of the run to continue.")
+    folder.check_resumable()
     return Recipe.from_dict(folder.read_recipe(), str(folder.recipe_file))
 
 
@@ -190,18 +188,19 @@ def _run(args: argparse.Namespace) -> int:
     from tfx_transfer.experiments.runner import run
 
     resume = _resume_folder(args)
-    if resume:  # as `train --resume`: the folder's own recipe (and data), flags on top are checked
-        recipe = _resumed_recipe(resume)
-        if args.recipe or args.data or args.quick:
-            raise ValueError("--resume RUN_DIR continues the run with the recipe and data it was made with; leave out "
-                             "RECIPE, --data and --quick (its recipe.yaml has them).")
-        recipe = recipe.with_overrides(args.overrides).with_overrides(_flag_overrides(args))
-        return _finish_run(lambda: run(recipe, out=resume, resume=True, keep_checkpoints=args.keep_checkpoints))
-    if not args.recipe:
+    if args.recipe:  # with --resume too: a changed recipe or data is then refused, naming what changed
+        recipe = as_recipe(args.recipe, args.overrides, quick=args.quick).with_overrides(_flag_overrides(args))
+        return _finish_run(lambda: run(recipe, data=args.data, out=resume or args.out, resume=bool(resume),
+                                       keep_checkpoints=args.keep_checkpoints))
+    if not resume:
         raise ValueError("run needs a RECIPE (a file, or a built-in name: chest_xray, product_defects, traffic_signs), "
                          "or --resume RUN_DIR.")
-    recipe = as_recipe(args.recipe, args.overrides, quick=args.quick).with_overrides(_flag_overrides(args))
-    return _finish_run(lambda: run(recipe, data=args.data, out=args.out, keep_checkpoints=args.keep_checkpoints))
+    if args.data or args.quick:
+        raise ValueError("--resume RUN_DIR without a RECIPE continues the run with the recipe and data it was made with "
+                         "(its recipe.yaml); leave out --data and --quick.")
+    # As `train --resume`: the folder's own recipe (and data); flags on top are checked against it.
+    recipe = _resumed_recipe(resume).with_overrides(args.overrides).with_overrides(_flag_overrides(args))
+    return _finish_run(lambda: run(recipe, out=resume, resume=True, keep_checkpoints=args.keep_checkpoints))
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -253,9 +252,10 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from tfx_transfer.deploy.predict import load_run
+    from tfx_transfer.deploy.predict import check_output, load_run
     from tfx_transfer.runs.folder import write_atomically
 
+    check_output(args.out, args.inputs, args.overwrite)  # before anything is scored
     run = load_run(args.run_dir)
     predictions = run.predict(args.inputs, path_column=args.path_column, calibrated=not args.raw, verbose=1,
                               site=args.site)

@@ -107,7 +107,9 @@ def _add_model_commands(commands, common) -> None:
     predictor = commands.add_parser("predict", parents=[common], help="score new images with a finished run's model")
     predictor.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (model.keras and model.json)")
     predictor.add_argument("inputs", nargs="+", metavar="INPUT", help="folders (searched recursively), CSV files, images")
-    predictor.add_argument("--out", default="predictions.csv", help="the CSV to write (default: %(default)s)")
+    predictor.add_argument("--out", default="predictions.csv", help="the CSV to write (default: %(default)s); an input, "
+                           "or an existing file that is not a predictions CSV, is never replaced without --overwrite")
+    predictor.add_argument("--overwrite", action="store_true", help="replace --out even if it is not a predictions CSV")
     predictor.add_argument("--path-column", default="path", help="a CSV input's column of image paths (default: %(default)s)")
     predictor.add_argument("--raw", action="store_true", help="the model's probabilities before calibration")
     predictor.add_argument("--site", help="decide at the operating point `recalibrate` chose for this site")

@@ -186,6 +186,50 @@ def collect_images(inputs, path_column: str = "path") -> tuple[list[str], np.nda
     return paths, boxes if (boxes >= 0).any() else None
 
 
+#: The columns every predictions CSV of ours starts and ends with (the class columns between them).
+_OWN_COLUMNS = ("path", "decision", "review", "error")
+
+
+def check_output(out: str | os.PathLike, inputs, overwrite: bool = False) -> Path:
+    """Checks, before any image is scored, that the predictions CSV can be written at `out`.
+
+    An output that is one of the inputs is refused (it would replace the user's labels), and so is
+    an existing file that is not a predictions file of ours, unless `overwrite`.
+
+    Raises:
+        ValueError: for an output that is an input, a folder, another file, or not writable.
+    """
+    out = Path(out)
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if any(Path(item).exists() and out.exists() and os.path.samefile(item, out) for item in items) or \
+            any(os.path.abspath(item) == os.path.abspath(out) for item in items):
+        raise ValueError(f"--out '{out}' is one of the inputs: writing the predictions there would replace it. "
+                         "Name another file, e.g. --out predictions.csv.")
+    if out.is_dir():
+        raise ValueError(f"--out '{out}' is a folder; expected the CSV file to write, e.g. --out {out / 'predictions.csv'}.")
+    if out.exists() and not overwrite and not _is_predictions_file(out):
+        raise ValueError(f"--out '{out}' exists and is not a predictions file of tfx-transfer (its header is not "
+                         f"{', '.join(_OWN_COLUMNS[:1])}, probability_..., {', '.join(_OWN_COLUMNS[1:])}), so it is not "
+                         "replaced. Name another file, or pass --overwrite to replace it.")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"Cannot write --out '{out}': the folder '{parent}' does not exist. Create it, or name another file.")
+    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ValueError(f"Cannot write --out '{out}': no permission to write there. Name a file in a folder you can "
+                         "write.")
+    return out
+
+
+def _is_predictions_file(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            header = file.readline().strip().split(",")
+    except OSError:
+        return False
+    return (len(header) >= 5 and header[0] == _OWN_COLUMNS[0] and tuple(header[-3:]) == _OWN_COLUMNS[1:]
+            and all(column.startswith("probability_") for column in header[1:-3]))
+
+
 def load_run(run_dir: str | os.PathLike) -> LoadedRun:
     """The trained model of a finished run folder, ready to `predict`.
 

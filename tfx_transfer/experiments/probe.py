@@ -211,7 +211,7 @@ def _verify(recipe, prepared, advice: dict, blocks: int, out: Path, verbose: int
         configured = recipe.with_overrides(overrides)
         label = "feature_extraction" if depth == 0 else f"fine_tune_{depth}"
         folder = ComparisonFolder(out).verification(label)
-        report = run_prepared(configured, prepared, folder.path, verbose=verbose, resume=folder.path.exists()).report
+        report = run_prepared(configured, prepared, folder.path, verbose=verbose, resume=folder.is_run).report
         results.append({"unfreeze_blocks": depth, "label": label, "advised": depth == advice["unfreeze_blocks"],
                         "validation": report["validation"]["primary"]["value"], "test": report["metrics"]["primary"]})
         log(f"{label}: validation {_number(results[-1]['validation'])}, test {_number(report['metrics']['primary']['value'])}")

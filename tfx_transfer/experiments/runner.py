@@ -267,18 +267,19 @@ def run_prepared(recipe: Recipe, prepared: PreparedData, out: str | os.PathLike,
     if resume and folder.is_finished and folder.model_file.is_file():
         folder.check_same(recipe, digest)
         return RunResult(folder.path, folder.read_report())  # finished before: nothing to continue
-    folder.start(recipe, digest, resume=resume)
-    result, anomaly_facts = _fit(recipe, prepared, train_indices, folder, resume, verbose)
-    if result.stopped:
-        raise KeyboardInterrupt(f"resume with: {resume_command(folder)}")
-    scored = _score(recipe, prepared, train_indices, result, anomaly_facts, folder)
-    folder.write_history(result.history)
-    folder.save_model(result.model)
-    folder.write_facts(run_facts(recipe, prepared, train_indices, fraction, defects, result, anomaly_facts, scored,
-                                 started))
-    report = _finish(folder, recipe, prepared, result, anomaly_facts, scored)
-    if not keep_checkpoints:  # the model is kept; checkpoints only serve an unfinished run
-        shutil.rmtree(folder.training_dir, ignore_errors=True)
+    with folder.lock():  # one process at a time writes a run folder
+        folder.start(recipe, digest, resume=resume)
+        result, anomaly_facts = _fit(recipe, prepared, train_indices, folder, resume, verbose)
+        if result.stopped:
+            raise KeyboardInterrupt(f"resume with: {resume_command(folder)}")
+        scored = _score(recipe, prepared, train_indices, result, anomaly_facts, folder)
+        folder.write_history(result.history)
+        folder.save_model(result.model)
+        folder.write_facts(run_facts(recipe, prepared, train_indices, fraction, defects, result, anomaly_facts, scored,
+                                     started))
+        report = _finish(folder, recipe, prepared, result, anomaly_facts, scored)
+        if not keep_checkpoints:  # the model is kept; checkpoints only serve an unfinished run
+            shutil.rmtree(folder.training_dir, ignore_errors=True)
     return RunResult(folder.path, report)
 
 
@@ -321,8 +322,12 @@ def run(recipe, data: str | os.PathLike | None = None, strategy: str | None = No
     recipe = as_recipe(recipe, overrides, strategy, quick)
     if data is not None:
         recipe = recipe.with_overrides({"data.source": source_text(data)})
-    out = Path(out) if out is not None else default_out(recipe)
-    prepared = prepare_data(recipe, scan_cache=RunFolder(out).scan_file)
+    folder = RunFolder(out if out is not None else default_out(recipe))
+    folder.check_writable()  # before reading the data, which caches its scan in the folder
+    if resume:
+        folder.check_resumable()
+    prepared = prepare_data(recipe, scan_cache=folder.scan_file)
+    out = folder.path
     return run_prepared(recipe, prepared, out, verbose=verbose, resume=resume, keep_checkpoints=keep_checkpoints)
 
 

@@ -190,7 +190,7 @@ def compare(recipe, strategies="scratch,feature_extraction,fine_tune", fractions
         # A folder without report.json was interrupted: continue it (from its checkpoint,
         # an ensemble member's included, or from the start when it has none).
         result = run_prepared(item.recipe, prepared, item.folder.path, item.fraction, verbose=verbose,
-                              resume=item.folder.path.exists(), keep_checkpoints=keep_checkpoints,
+                              resume=item.folder.is_run, keep_checkpoints=keep_checkpoints,
                               defects=item.defects)
         primary = result.report["metrics"]["primary"]
         log(f"[{number}/{len(planned)}] {name}: {primary['name']} "

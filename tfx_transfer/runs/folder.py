@@ -42,10 +42,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,12 +62,17 @@ SCHEMA_VERSION = 1
 #: Version of export/export.json.
 EXPORTS_VERSION = 1
 
-#: What interrupted writes leave behind: never read, so removed when a run starts.
-STALE_PATTERNS = ("*.tmp", "*.tmp.npz", ".model.keras", ".*.weights.h5", "checkpoints/.epoch-*")
+#: What this module's and the checkpoints' writers leave when interrupted (their temporary names all
+#: start with a dot): never read, so removed when a run starts. Nothing else is ever removed.
+STALE_PATTERNS = (".*.tmp", ".*.tmp.npz", ".model.keras", ".*.weights.h5", "checkpoints/.epoch-*")
+#: The lock file of a run folder in use (`RunFolder.lock`).
+LOCK_NAME = ".lock"
 
 
 def write_atomically(path: str | os.PathLike, text: str) -> None:
     """Writes a text file so that readers see the old content or the new one, nothing between.
+
+    The file gets the mode any new file gets here (the user's umask), not the temporary file's 0600.
 
     Example:
         >>> write_atomically(tmp_path / "notes.txt", "done")  # doctest: +SKIP
@@ -74,7 +84,15 @@ def write_atomically(path: str | os.PathLike, text: str) -> None:
         file.write(text)
         file.flush()
         os.fsync(file.fileno())
+    os.chmod(file.name, 0o666 & ~current_umask())
     os.replace(file.name, path)
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def _plain(value):
@@ -91,15 +109,24 @@ def write_json(path: str | os.PathLike, record) -> None:
 
 
 def remove_stale_files(folder: str | os.PathLike) -> list[Path]:
-    """Removes what interrupted writes left in `folder` and its subfolders; returns what it removed."""
+    """Removes what interrupted writes of the toolkit left in a run (or training) folder; returns what it removed.
+
+    Only `STALE_PATTERNS` (the writers' own dot-named temporaries), and only in the folders they write
+    into: the folder itself, its `training/` and each ensemble member's folder. A user's files, and
+    any other subfolder, are never looked at.
+    """
+    root = Path(folder)
+    places = [root, root / "training"]
+    places += [member for place in places for member in sorted(place.glob("member-*"))]
     removed = []
-    for pattern in STALE_PATTERNS:
-        for path in sorted(Path(folder).rglob(pattern)):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-            removed.append(path)
+    for place in places:
+        for pattern in STALE_PATTERNS:
+            for path in sorted(place.glob(pattern)):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
     return removed
 
 
@@ -138,6 +165,16 @@ class RunFolder:
     report_html_file = property(lambda self: self.path / "report.html")
 
     @property
+    def is_run(self) -> bool:
+        """Whether the folder holds a run of ours: a run writes recipe.yaml and data.json (its digest) first."""
+        if not (self.recipe_file.is_file() and self.data_file.is_file()):
+            return False
+        try:
+            return "digest" in json.loads(self.data_file.read_text())
+        except (ValueError, UnicodeDecodeError):
+            return False
+
+    @property
     def is_finished(self) -> bool:
         """Whether the run ended with its report (report.json is written last)."""
         return self.report_file.is_file()
@@ -146,29 +183,85 @@ class RunFolder:
         """Names of what the folder holds besides the data scan cache (which any run may share)."""
         if not self.path.is_dir():
             return []
-        return sorted(entry.name for entry in self.path.iterdir() if entry.name != self.scan_file.name)
+        return sorted(entry.name for entry in self.path.iterdir() if entry.name not in (self.scan_file.name, LOCK_NAME))
 
     def start(self, recipe, data_digest: dict, resume: bool) -> None:
         """Claims the folder for a run of `recipe` on the data `data_digest` describes.
 
         A new run needs an empty (or new) folder, so that old and new files never mix. `resume`
-        continues only the same recipe on the same data. Files interrupted writes left are removed.
+        continues only a run of ours (`is_run`), of the same recipe on the same data. Files
+        interrupted writes left are removed (`remove_stale_files`: the toolkit's own, nothing else).
 
         Raises:
-            RunFolderError: for a folder that holds another run, or a changed recipe or data on resume.
+            RunFolderError: for a folder that holds another run or files of its own, a changed recipe
+                or data on resume, a folder that is not a run to resume, or one that cannot be written.
         """
+        self.check_writable()
+        if resume:
+            self.check_resumable()
+            self.check_same(recipe, data_digest)
         leftovers = self.leftovers()
         if leftovers and not resume:
             shown = ", ".join(leftovers[:5]) + (", ..." if len(leftovers) > 5 else "")
             raise RunFolderError(
                 f"'{self.path}' already holds a run ({shown}); a new run there would mix its files with the old ones. "
                 "Continue it with --resume (resume=True), or choose a new --out.")
-        if resume:
-            self.check_same(recipe, data_digest)
         self.path.mkdir(parents=True, exist_ok=True)
         remove_stale_files(self.path)
         write_atomically(self.recipe_file, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         write_json(self.data_file, data_digest)
+
+    def check_writable(self) -> None:
+        """Raises a `RunFolderError` before any work when the folder cannot be a run folder here."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(f"--out '{self.path}' is a file, not a folder. Choose a folder for the run (it is "
+                                 "created if it does not exist).")
+        existing = next((parent for parent in (self.path, *self.path.parents) if parent.exists()), None)
+        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+            raise RunFolderError(f"Cannot write the run into '{self.path}': '{existing}' is not writable by this user. "
+                                 "Choose an --out where you can write.")
+
+    def check_resumable(self) -> None:
+        """Raises a `RunFolderError` unless the folder holds a run of ours to continue."""
+        if not self.path.exists():
+            raise RunFolderError(f"Nothing to resume: '{self.path}' does not exist. Start the run without --resume "
+                                 "(resume=False), or give the folder of the run to continue.")
+        if not self.is_run:
+            raise RunFolderError(
+                f"'{self.path}' is not a tfx-transfer run folder (it has no recipe.yaml and data.json from a run's start), "
+                "so there is nothing to resume there and nothing in it is touched. Give the folder of the run to "
+                "continue, or start a new run into an empty or new --out.")
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Holds the folder for this process while the run writes into it (an exclusive `flock` on `.lock`).
+
+        Raises:
+            RunFolderError: naming the process that holds it, when another one does.
+        """
+        self.check_writable()
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock_file = self.path / LOCK_NAME
+        handle = open(lock_file, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunFolderError(f"'{self.path}' is in use by another tfx-transfer process ({holder}). Two runs in one "
+                                 "folder would overwrite each other's files: wait for it to finish, or choose another "
+                                 "--out.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                     f"{' '.join(sys.argv)[:300]}")
+        handle.flush()
+        try:
+            yield self
+        finally:
+            lock_file.unlink(missing_ok=True)
+            handle.close()  # closing the file releases the lock
 
     def check_same(self, recipe, data_digest: dict) -> None:
         """Raises a `RunFolderError` naming what changed if the run was made with another recipe or data."""
