@@ -109,3 +109,40 @@ def test_read_image_raises_on_non_images(tmp_path):
     path.write_text("nope")
     with pytest.raises(OSError):
         read_image(path)
+
+
+def _phone_photo(path, orientation: int = 6):
+    """A 20x40 picture, white on its left, stored turned as a phone stores it, tagged to be shown upright."""
+    upright = np.zeros((20, 40, 3), np.uint8)
+    upright[:, :10] = 255
+    # Orientation 6 means "turn 90 degrees clockwise to show"; stored is the upright picture turned back.
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)
+    exif = stored.getexif()
+    exif[0x0112] = orientation
+    stored.save(path, exif=exif, quality=100)
+    return upright
+
+
+def test_exif_orientation_is_applied_when_reading_and_in_the_pipeline(tmp_path):
+    from PIL import ImageOps
+
+    from tfx_transfer.data.pipeline import make_dataset
+    from tfx_transfer.data.sources import ImageTable
+
+    path = tmp_path / "photo.jpg"
+    upright = _phone_photo(path)
+    pixels = read_image(path)
+    assert pixels.shape == (20, 40, 3) and pixels[:, :8].mean() > 200 and pixels[:, 12:].mean() < 50
+    np.testing.assert_array_equal(pixels, np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB")))
+    scan = scan_images([str(path)])
+    assert scan.decoders[0] == "pil" and scan.sizes[0].tolist() == [20, 40] and scan.orientations[0] == 6
+    table = ImageTable(labels=np.zeros(1, int), class_names=["a", "b"], paths=np.array([str(path)], dtype=object),
+                       decoders=scan.decoders, image_sizes=scan.sizes)
+    batch, _ = next(iter(make_dataset(table, np.arange(1), (20, 40), 1)))
+    np.testing.assert_array_equal(batch.numpy()[0], pixels)
+    assert np.abs(pixels.astype(int) - upright).mean() < 8  # JPEG's loss only
+
+
+def test_a_photo_without_orientation_stays_on_the_fast_decoder(tmp_path):
+    Image.fromarray(solid_image((200, 30, 30))).save(tmp_path / "plain.jpg")
+    assert scan_images([str(tmp_path / "plain.jpg")]).decoders[0] == "tf"

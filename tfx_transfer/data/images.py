@@ -7,6 +7,8 @@ ImageNet backbones take three channels:
 - grey is repeated into three channels; RGBA keeps its colour channels and drops alpha;
 - palette and CMYK are converted by Pillow;
 - 16-bit images are scaled by 255/65535 (the container's full range), never clipped;
+- EXIF orientation (phone photos) is applied, as image viewers do, so a picture tagged "rotate
+  90" is read upright (such files are decoded by Pillow: TensorFlow's decoders ignore the tag);
 - DICOM uses the file's rescale slope/intercept, then its window centre/width when present, else
   the 0.5-99.5 percentile range; MONOCHROME1 (white = low) is inverted.
 
@@ -25,10 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif", ".dcm")
 
+#: The EXIF tag of the orientation a camera recorded.
+EXIF_ORIENTATION = 0x0112
 #: Files that TensorFlow decodes natively in the tf.data graph (fast path); others go through Pillow.
 NATIVE_DECODER = "tf"
 PILLOW_DECODER = "pil"
@@ -104,6 +108,8 @@ def read_image(path: str | os.PathLike, roi: tuple[int, int, int, int] | None = 
     else:
         with Image.open(path) as image:
             image.seek(0)
+            # As every image viewer does: a phone photo tagged "rotate 90" is shown (and learnt) upright.
+            image = ImageOps.exif_transpose(image) if _orientation(image) != 1 else image
             if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1", "LA"):
                 image = image.convert("RGBA" if image.mode in ("P", "PA", "LA") else "RGB")
             array = np.asarray(image)
@@ -122,33 +128,52 @@ class ScanResult:
         ok: One bool per input path.
         decoders: `"tf"` (decoded natively in the tf.data graph) or `"pil"` per path.
         problems: `(path, reason)` for every unusable file.
-        sizes: `(n, 2)` height and width of each file (0 for unusable ones).
+        sizes: `(n, 2)` height and width of each file as shown upright (0 for unusable ones).
+        orientations: The EXIF orientation of each file (1: as stored), applied when it is read.
     """
 
     ok: np.ndarray
     decoders: np.ndarray
     problems: list[tuple[str, str]]
     sizes: np.ndarray | None = None
+    orientations: np.ndarray | None = None
 
 
-def _scan_one(path: str) -> tuple[bool, str, str, int, int]:
-    """Returns (ok, decoder, reason, height, width)."""
+def _orientation(image) -> int:
+    """The EXIF orientation tag (1: upright, as stored; 2-8: mirrored and/or turned), 1 when absent or unreadable."""
     try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+        return int(value) if int(value) in range(1, 9) else 1
+    except Exception:  # noqa: BLE001 (a damaged EXIF block is no reason to lose the image)
+        return 1
+
+
+def _scan_one(path: str) -> tuple[bool, str, str, int, int, int]:
+    """Returns (ok, decoder, reason, height, width, orientation)."""
+    try:
+        if not os.path.isfile(path):
+            what = ("a dangling link" if os.path.islink(path) and not os.path.exists(path) else
+                    "a folder" if os.path.isdir(path) else "not found")
+            return False, "", f"not an image file: {what}", 0, 0, 1
         if os.path.getsize(path) == 0:
-            return False, "", "empty file (0 bytes)", 0, 0
+            return False, "", "empty file (0 bytes)", 0, 0, 1
         suffix = Path(path).suffix.lower()
         if suffix == ".dcm":
             height, width = read_image(path).shape[:2]
-            return True, PILLOW_DECODER, "", height, width
+            return True, PILLOW_DECODER, "", height, width, 1
         # A full load, so truncated files fail here (Pillow's LOAD_TRUNCATED_IMAGES is off by
         # default), not half-decoded during training.
         with Image.open(path) as image:
             image.load()
             fmt, mode, (width, height) = image.format, image.mode, image.size
-        native = fmt in ("PNG", "JPEG", "BMP", "GIF") and mode in ("L", "RGB", "RGBA", "P", "LA", "PA")
-        return True, NATIVE_DECODER if native else PILLOW_DECODER, "", height, width
+            orientation = _orientation(image)
+        if orientation in (5, 6, 7, 8):  # turned by 90 degrees: upright, the sides swap
+            height, width = width, height
+        # TensorFlow's decoders ignore EXIF orientation: a tagged photo goes through Pillow, which applies it.
+        native = fmt in ("PNG", "JPEG", "BMP", "GIF") and mode in ("L", "RGB", "RGBA", "P", "LA", "PA") and orientation == 1
+        return True, NATIVE_DECODER if native else PILLOW_DECODER, "", height, width, orientation
     except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError... for bad files
-        return False, "", f"{type(error).__name__}: {error}", 0, 0
+        return False, "", f"{type(error).__name__}: {error}", 0, 0, 1
 
 
 def _scan_cache_key(path: str) -> str:
@@ -183,7 +208,7 @@ def scan_images(paths: list[str], cache_file: str | os.PathLike | None = None, w
         except OSError:
             key = f"missing|{path}"
         keys.append(key)
-        if len(cache.get(key, ())) != 5:  # missing, or written by an older version
+        if len(cache.get(key, ())) != 6:  # missing, or written by an older version (no orientation)
             todo.append((key, path))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for (key, _), result in zip(todo, pool.map(lambda item: _scan_one(item[1]), todo)):
@@ -200,6 +225,7 @@ def scan_images(paths: list[str], cache_file: str | os.PathLike | None = None, w
         decoders=np.array([result[1] for result in results], dtype=object),
         problems=problems,
         sizes=np.array([result[3:5] for result in results], dtype=int).reshape(-1, 2),
+        orientations=np.array([result[5] for result in results], dtype=int),
     )
 
 

@@ -272,7 +272,8 @@ def _export_record(name: str, format: str, quantize: str | None, target: Path, s
         "test_time_views": info.test_time_views, "image_size": list(info.image_size),
         "class_names": list(info.class_names),
         "inputs": ({"serving_default": pixels,
-                    "images": "images: string [batch], encoded JPEG/PNG/BMP/GIF (any size; resized inside)"}
+                    "images": "images: string [batch], encoded JPEG/PNG/BMP/GIF (any size; resized inside; EXIF "
+                              "orientation is not applied: send upright images)"}
                    if format == "saved_model" else {"serving_default": pixels}),
         "outputs": {"probabilities": "float32 [batch, classes], calibrated",
                     "decision": "int32 [batch], the class index at the run's operating point"},
