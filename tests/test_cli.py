@@ -75,7 +75,7 @@ def test_train_command_explains_missing_arguments(capsys, tmp_path):
     assert main(["train", "--data", str(tmp_path)]) == 2
     assert "train needs --data PATH and --out RUN_DIR" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path)]) == 2
-    assert "is not a tfx-transfer run folder: it has no recipe.yaml" in capsys.readouterr().err
+    assert "is not a tfx-transfer run folder (it has no recipe.yaml and data.json" in capsys.readouterr().err
 
 
 def test_setting_flags_are_made_from_the_declarations():

@@ -66,6 +66,11 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
+        if _EXPORTS[name] not in TENSORFLOW_FREE:
+            # As the command line does: TensorFlow's native start-up lines (cuInit, oneDNN) are captured.
+            from tfx_transfer.startup import start_tensorflow
+
+            start_tensorflow()
         value = getattr(importlib.import_module(f"tfx_transfer.{_EXPORTS[name]}"), name)
         globals()[name] = value
         return value

@@ -145,7 +145,14 @@ class Recipe:
                 if "=" not in text:
                     raise RecipeError(self.path or "recipe", text, "expected --set section.field=value, e.g. training.epochs=3")
                 key, value = text.split("=", 1)
-                items.append((key.strip(), yaml.safe_load(value)))
+                try:
+                    items.append((key.strip(), yaml.safe_load(value)))
+                except yaml.YAMLError as error:
+                    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+                    raise RecipeError(self.path or "recipe", key.strip(),
+                                      f"the value {value!r} of --set is not valid YAML ({problem}). Expected e.g. "
+                                      f"{key.strip()}=3, =0.5, =true, =null, =[a, b] or ={{name: value}}; quote a "
+                                      "text that holds brackets or colons.") from None
         record = self.to_dict()
         for key, value in items:
             section, name = _resolve_key(str(key), self.path or "recipe")

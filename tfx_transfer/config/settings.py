@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ from tfx_transfer.config.backbones import BACKBONES
 from tfx_transfer.config.policies import POLICIES, TEST_TIME_VIEWS
 
 NoneType = type(None)
+#: A number as people write it, exponent included (`1e-4`, `.5`, `-3`); not inf or nan.
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 #: Strategies, in the order reports show them: four train a network (`tfx_transfer.training.train`); `anomaly`
 #: keeps a memory bank of good-part patches instead (`tfx_transfer.training.anomaly`).
@@ -35,6 +38,9 @@ STRATEGIES = ("scratch", "feature_extraction", "fine_tune", "gradual", "anomaly"
 #: curve over four training-set sizes, three seeds each (the spread the confidence intervals need).
 DEFAULT_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 DEFAULT_SEEDS = 3
+#: The largest `model.image_size`: a batch of 32 such images is 400 MB before the first layer, and
+#: an ImageNet backbone's activations are tens of times more (larger needs tiling, not resizing).
+MAX_IMAGE_SIZE = 2048
 #: Global pooling before the head; `avg_max` concatenates both.
 CLASSIFIER_POOLINGS = ("avg", "max", "avg_max")
 MONITORS = ("val_loss", "val_accuracy")
@@ -124,6 +130,8 @@ class Setting:
                 return value
             if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)
+            if option is float and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+                return float(value)  # YAML 1.1 reads 1e-4 (no dot) as text; --learning-rate 1e-4 is a number too
             if option is str and isinstance(value, str):
                 return value
             if option is dict and isinstance(value, dict):
@@ -168,7 +176,8 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
     "model": (
         _S("backbone", (str,), "mobilenet_v2", "registry name (tfx-transfer backbones)", choices=tuple(sorted(BACKBONES))),
         _S("weights", (str,), "imagenet", "imagenet, none or a Keras weights file"),
-        _S("image_size", (int,), 96, "side of the square input in pixels", minimum=32),
+        _S("image_size", (int,), 96, "side of the square input in pixels (smaller images are upscaled to 32)",
+           minimum=32, maximum=MAX_IMAGE_SIZE),
         _S("dropout", (float,), 0.2, "dropout before the last layer", minimum=0.0, maximum=1.0, open_maximum=True),
         _S("grayscale", (bool,), False, "convert every image to grey inside the model (replicated to 3 channels)"),
         _S("pooling", (str,), "avg", "global pooling before the head: avg, max or avg_max (both, concatenated)",
@@ -180,9 +189,10 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
         _S("epochs", (int,), 10, "epochs of the first phase (the head, or the only phase for scratch)", minimum=1),
         _S("fine_tune_epochs", (int,), 10, "epochs of the fine_tune phase (and the cap for gradual)", minimum=1),
         _S("batch_size", (int,), 32, "images per step", minimum=1),
-        _S("learning_rate", (float,), 1e-3, "peak learning rate of the first phase", minimum=0.0, open_minimum=True),
+        _S("learning_rate", (float,), 1e-3, "peak learning rate of the first phase", minimum=0.0, maximum=1.0,
+           open_minimum=True),
         _S("fine_tune_learning_rate", (float,), 1e-4, "peak rate once backbone blocks train; usually 10-100x lower",
-           minimum=0.0, open_minimum=True),
+           minimum=0.0, maximum=1.0, open_minimum=True),
         _S("unfreeze_blocks", (int,), 3, "top blocks that train in fine_tune (the most gradual reaches)", minimum=1),
         _S("unfreeze_from", _OPTIONAL_STR, None, "alternatively, the block from which upward everything trains"),
         _S("gradual_every", (int,), 2, "epochs between two unfreezings in gradual", minimum=1),

@@ -18,6 +18,7 @@ read, so that one bad file never stops a run. Its result is cached per file (pat
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -148,13 +149,24 @@ def _orientation(image) -> int:
         return 1
 
 
+def _what_is_there(path: str) -> str:
+    """What a path that is no regular file is, in words (for the reason of an unreadable input)."""
+    if os.path.islink(path):
+        try:
+            os.stat(path)
+        except OSError as error:
+            return "a symlink loop" if error.errno == errno.ELOOP else "a dangling link (its target does not exist)"
+        return "a link to something that is not a file"
+    if os.path.isdir(path):
+        return "a folder named like an image"
+    return "no such file"
+
+
 def _scan_one(path: str) -> tuple[bool, str, str, int, int, int]:
     """Returns (ok, decoder, reason, height, width, orientation)."""
     try:
         if not os.path.isfile(path):
-            what = ("a dangling link" if os.path.islink(path) and not os.path.exists(path) else
-                    "a folder" if os.path.isdir(path) else "not found")
-            return False, "", f"not an image file: {what}", 0, 0, 1
+            return False, "", f"not an image file: {_what_is_there(path)}", 0, 0, 1
         if os.path.getsize(path) == 0:
             return False, "", "empty file (0 bytes)", 0, 0, 1
         suffix = Path(path).suffix.lower()

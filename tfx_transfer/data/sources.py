@@ -36,7 +36,8 @@ def from_folder(root: str | os.PathLike, class_names: list[str] | None = None) -
     """Reads `root/<class>/*` or the pre-split `root/{train,val,test}/<class>/*` layout.
 
     Only files directly inside a class folder count; nested folders are ignored with a warning.
-    An empty class folder is left out with a warning.
+    An empty class folder is left out with a warning. Class folders with images beside split
+    folders are refused (a mixed layout), never dropped.
 
     Args:
         root: The folder.
@@ -44,7 +45,7 @@ def from_folder(root: str | os.PathLike, class_names: list[str] | None = None) -
 
     Raises:
         FileNotFoundError: if the folder does not exist or holds no class folders.
-        ValueError: if fewer than two classes hold images.
+        ValueError: if fewer than two classes hold images, or the layout mixes split and class folders.
 
     Example:
         >>> table = from_folder("data/line3")  # doctest: +SKIP
@@ -59,6 +60,13 @@ def from_folder(root: str | os.PathLike, class_names: list[str] | None = None) -
         )
     folders, loose = _class_folders(root)
     split_folders = {_SPLIT_ALIASES[f.name.lower()]: f for f in folders if f.name.lower() in _SPLIT_ALIASES}
+    beside = [f for f in folders if f.name.lower() not in _SPLIT_ALIASES and any(_is_image(p) for p in f.iterdir())]
+    if split_folders and beside:
+        raise ValueError(
+            f"'{root}' mixes two layouts: split folders ({', '.join(sorted(f.name for f in split_folders.values()))}) "
+            f"and class folders beside them ({', '.join(f.name for f in beside[:5])}, with images). Reading one layout "
+            "would silently leave out the other's images. Move the class folders into train/ (or val/, test/), or "
+            "move the split folders' class folders up and let tfx-transfer split.")
     layout = {split: _class_folders(folder)[0] for split, folder in split_folders.items()} if split_folders else {None: folders}
     if not any(layout.values()):
         found = [p.name for p in loose[:5]]

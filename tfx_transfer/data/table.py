@@ -157,6 +157,7 @@ def from_dataframe(
     base = Path(root) if root is not None else None
     paths = [str(base / p) if base is not None and not os.path.isabs(str(p)) else str(p) for p in frame[path_column]]
     raw_labels = frame[label_column].astype(str).str.strip().to_numpy()
+    _refuse_conflicting_labels(paths, raw_labels, frame, source)
     if multi_label:
         label_sets = [[x for x in value.split(label_separator) if x and x != no_label] for value in raw_labels]
         names = sorted({label for labels in label_sets for label in labels})
@@ -187,6 +188,27 @@ def from_dataframe(
         source=source,
     )
     return _check_classes(table, source)
+
+
+def _refuse_conflicting_labels(paths: list[str], labels, frame, source: str) -> None:
+    """A ValueError naming the rows when one image is given two different labels (which would be learnt both ways)."""
+    seen: dict[str, tuple[int, str]] = {}
+    conflicts = []
+    for row, (path, label) in enumerate(zip(paths, labels)):
+        key = os.path.normpath(path)
+        if key in seen and seen[key][1] != label:
+            conflicts.append(f"'{path}': {seen[key][1]!r} in {_line(frame, seen[key][0], source)}, {label!r} in "
+                             f"{_line(frame, row, source)}")
+        seen.setdefault(key, (row, label))
+    if conflicts:
+        raise ValueError(f"{len(conflicts)} image(s) of {source} are listed twice with different labels: "
+                         f"{'; '.join(conflicts[:5])}{'; ...' if len(conflicts) > 5 else ''}. Keep one row per image "
+                         "(with the right label), or remove the doubtful ones.")
+
+
+def _line(frame, row: int, source: str) -> str:
+    """How an error names one row: its line in a CSV file (the header is line 1), else its index."""
+    return f"line {row + 2}" if source.startswith("csv ") else f"row {frame.index[row]}"
 
 
 def _blank(column) -> np.ndarray:

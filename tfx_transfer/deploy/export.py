@@ -325,6 +325,10 @@ def export_run(run_dir: str | os.PathLike, format: str = "saved_model", quantize
     """
     max_metric_drop = _check_options(format, quantize, min_agreement, max_metric_drop)
     folder = RunFolder(run_dir)
+    writable = folder.export_dir if folder.export_dir.is_dir() else folder.path
+    if folder.path.is_dir() and not os.access(writable, os.W_OK | os.X_OK):
+        raise ExportError(f"Cannot export into '{folder.export_dir}': '{writable}' is not writable by this user. Copy the "
+                          "run folder where you can write, and export there.")
     loaded, saved, test = _exportable(folder)
     point, _band = loaded.decision_rule(site)
     name = export_name(format, quantize) + ("" if site is None else f"-{site}")

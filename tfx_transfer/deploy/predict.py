@@ -107,13 +107,14 @@ class LoadedRun:
         point, band = self.decision_rule(site)
         paths, rois = collect_images(inputs, path_column)
         scan = scan_images(paths)
-        readable = [path for path, ok in zip(paths, scan.ok) if ok]
+        usable, problems = usable_boxes(paths, rois, scan)
+        readable = [path for path, ok in zip(paths, usable) if ok]
         rows = []
         if readable:
             table = ImageTable(labels=np.zeros(len(readable), int), class_names=self.class_names,
                                paths=np.array(readable, dtype=object), source="predict",
-                               decoders=scan.decoders[scan.ok], image_sizes=scan.sizes[scan.ok],
-                               rois=None if rois is None else rois[scan.ok])
+                               decoders=scan.decoders[usable], image_sizes=scan.sizes[usable],
+                               rois=None if rois is None else rois[usable])
             scores = self.raw_scores(table, np.arange(len(table)), verbose)
             probabilities = self.calibrated(scores)
             shown = probabilities if calibrated else np.asarray(scores, float)
@@ -124,7 +125,7 @@ class LoadedRun:
                 row.update({f"probability_{name}": float(shown[index, k]) for k, name in enumerate(self.class_names)})
                 row.update(decision=self.class_names[int(decisions[index])], review=bool(review[index]), error="")
                 rows.append(row)
-        for path, reason in scan.problems:
+        for path, reason in problems:
             rows.append({"path": str(path), "error": reason})
         columns = ["path", *(f"probability_{name}" for name in self.class_names), "decision", "review", "error"]
         return pd.DataFrame(rows, columns=columns)
@@ -136,6 +137,23 @@ class LoadedRun:
             return (positive >= band[0]) & (positive <= band[1])
         top_two = np.sort(probabilities, axis=1)[:, -2:]
         return (top_two[:, 1] - top_two[:, 0]) < ARGMAX_REVIEW_MARGIN
+
+
+def usable_boxes(paths: list[str], rois: np.ndarray | None, scan) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """`(usable, problems)`: the readable images whose crop box (if any) holds pixels of the image, and
+    `(path, reason)` for every other one (unreadable, or an inverted or out-of-image box: never fatal)."""
+    usable, problems = scan.ok.copy(), list(scan.problems)
+    if rois is None:
+        return usable, problems
+    for index in np.flatnonzero(usable & (rois[:, 0] >= 0)):
+        x1, y1, x2, y2 = (int(v) for v in rois[index])
+        height, width = (int(v) for v in scan.sizes[index])
+        if not (0 <= x1 <= x2 < width and 0 <= y1 <= y2 < height):
+            usable[index] = False
+            problems.append((paths[index], f"crop box (x1, y1, x2, y2) = ({x1}, {y1}, {x2}, {y2}) is empty or outside "
+                                           f"the {width}x{height} image; expected 0 <= x1 <= x2 < {width} and "
+                                           f"0 <= y1 <= y2 < {height}"))
+    return usable, problems
 
 
 #: Crop-box columns of a CSV input (the GTSRB annotation files' names): each image is cropped to its box.
@@ -156,7 +174,8 @@ def collect_images(inputs, path_column: str = "path") -> tuple[list[str], np.nda
     rois: list[tuple] = []
     for item in map(Path, items):
         if item.is_dir():
-            found = sorted(str(p) for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            # Named like an image but no file (a dangling link, a loop, a folder): listed, so it gets a row with the reason.
+            found = sorted(str(p) for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
                 raise ValueError(f"'{item}' holds no image file (searched recursively for {', '.join(sorted(IMAGE_EXTENSIONS))}).")
             paths += found
@@ -253,10 +272,23 @@ def load_run(run_dir: str | os.PathLike) -> LoadedRun:
             f"'{folder.path}' has no trained model to use: {', '.join(missing)} missing. Expected a finished run of "
             "`tfx-transfer run` or `train` (comparison runs keep their model too; multi-label runs have none yet).")
     info = ModelInfo.read(folder.model_info_file)
-    if info.is_anomaly:
-        from tfx_transfer.training.anomaly import load_detector
+    try:
+        if info.is_anomaly:
+            from tfx_transfer.training.anomaly import load_detector
 
-        detector = load_detector(folder.model_file, folder.anomaly_file)
-        return LoadedRun(folder.path, detector.extractor, info, detector)
-    model = keras.saving.load_model(folder.model_file, compile=False, safe_mode=True)
+            detector = load_detector(folder.model_file, folder.anomaly_file)
+            return LoadedRun(folder.path, detector.extractor, info, detector)
+        model = keras.saving.load_model(folder.model_file, compile=False, safe_mode=True)
+    except Exception as error:  # noqa: BLE001 (Keras says "File not found" for a truncated zip, among others)
+        raise RunFolderError(
+            f"'{folder.model_file}' cannot be loaded ({type(error).__name__}: {str(error)[:300]}). It is damaged "
+            "(copied only in part?) or was written by another version of Keras; copy the run folder again from where "
+            "it was made, or run the recipe again. Its report and predictions.npz are not affected.") from None
+    outputs = int(model.output_shape[-1])
+    if outputs != len(info.class_names):
+        raise RunFolderError(
+            f"'{folder.model_info_file}' names {len(info.class_names)} classes ({', '.join(info.class_names)}), but "
+            f"'{folder.model_file}' has {outputs} outputs: the two files come from different runs. Copy the run folder "
+            "again whole, or write model.json again from the run's own files: tfx-transfer report "
+            f"{folder.path} --model-info.")
     return LoadedRun(folder.path, model, info)

@@ -95,10 +95,11 @@ def prepare_data(recipe: Recipe, data: str | os.PathLike | None = None, scan_cac
     if not source:
         raise RecipeError(recipe.path or "recipe", "data.source",
                           "no data: set data.source in the recipe or pass --data PATH")
-    location = resolve_source(source)
+    location = resolve_source(source) if data is not None else recipe_relative(recipe, resolve_source(source))
     if not location.startswith("tfds:") and not Path(location).exists():
         raise FileNotFoundError(
-            f"Data not found: '{location}' (from {'--data' if data is not None else 'data.source'}). "
+            f"Data not found: '{Path(location).absolute()}' (from {'--data' if data is not None else 'data.source'} "
+            f"{source!r}{'' if data is not None or not recipe.path else ', relative to the recipe file'}). "
             "Expected a folder with one sub-folder per class, a Kermany (train/test/<class>/) or GTSRB "
             "(Final_Training/Images/) layout, or a CSV file."
         )
@@ -128,6 +129,20 @@ def prepare_data(recipe: Recipe, data: str | os.PathLike | None = None, scan_cac
                          complete=complete)
     positive = None if table.multi_label else _positive_index(recipe, table.class_names)
     return PreparedData(table, splits, source, positive)
+
+
+def recipe_relative(recipe: Recipe, location: str) -> str:
+    """A recipe file's relative `data.source` is relative to the recipe file (a copied recipe travels with
+    its data), as a path in any config file is; the current folder is tried second, with a warning."""
+    if location.startswith("tfds:") or os.path.isabs(location) or not recipe.path or not Path(recipe.path).is_file():
+        return location
+    beside = Path(recipe.path).resolve().parent / location
+    if beside.exists() or not Path(location).exists():
+        return str(beside)
+    warnings.warn(f"data.source {location!r} is read relative to the recipe file ('{recipe.path}'), and is not there; "
+                  f"found it relative to the current folder instead ('{Path(location).absolute()}'). Write it relative "
+                  "to the recipe file, or as an absolute path.", stacklevel=4)
+    return location
 
 
 def _read_weights(table: ImageTable, location: Path, column: str, path_column: str) -> ImageTable:

@@ -26,7 +26,8 @@ import numpy as np
 
 from tfx_transfer.config.recipe import Recipe, as_recipe
 from tfx_transfer.config.settings import image_shape
-from tfx_transfer.experiments.prepare import PreparedData, data_digest, prepare_data, train_config, training_indices
+from tfx_transfer.experiments.prepare import (PreparedData, data_digest, prepare_data, recipe_relative, train_config,
+                                              training_indices)
 from tfx_transfer.runs.folder import RunFolder
 from tfx_transfer.training.checkpoint import has_checkpoint
 
@@ -322,6 +323,9 @@ def run(recipe, data: str | os.PathLike | None = None, strategy: str | None = No
     recipe = as_recipe(recipe, overrides, strategy, quick)
     if data is not None:
         recipe = recipe.with_overrides({"data.source": source_text(data)})
+    elif recipe.data.source and not recipe.data.source.startswith(("tfds:", "embedded:")):
+        # A recipe file's relative source, as the run's recipe.yaml keeps it: absolute, so --resume finds it again.
+        recipe = recipe.with_overrides({"data.source": source_text(recipe_relative(recipe, recipe.data.source))})
     folder = RunFolder(out if out is not None else default_out(recipe))
     folder.check_writable()  # before reading the data, which caches its scan in the folder
     if resume:

@@ -99,9 +99,9 @@ def train_ensemble(
     """
     seeds = member_seeds(config.seed, ensemble_size)
     if ensemble_size > 1 and config.strategy == "feature_extraction":
-        if verbose:
-            print(f"ensemble_size {ensemble_size} ignored: feature_extraction trains one linear head on frozen features, "
-                  "which every seed brings to nearly the same model")
+        # One linear head on frozen features, which every seed brings to nearly the same model. Said
+        # nowhere: a recipe that sets the ensemble for its fine-tune (product_defects) runs feature
+        # extraction too, and its own settings must not warn.
         ensemble_size = 1
     if ensemble_size == 1:
         return train(table, splits, config, run_dir=run_dir, resume=resume, verbose=verbose)

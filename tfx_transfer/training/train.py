@@ -65,11 +65,15 @@ class PhaseSummary:
     best_value: float | None
     seconds: float
     member: int | None = None  # which model of an ensemble (tfx_transfer.training.ensemble); None: a single model
+    first_epoch: int | None = None  # the run's epoch the phase began with (epochs are numbered across the run)
 
     def line(self, monitor: str) -> str:
+        """One line for the log; epochs are numbered across the run, as in history.json and the report."""
         best = "n/a" if self.best_value is None else f"{self.best_value:.4f} (epoch {self.best_epoch})"
         name = self.name if self.member is None else f"model {self.member}, {self.name}"
-        return (f"[{name}] trainable params {self.trainable_params:,}, epochs {self.epochs}, "
+        epochs = (f"{self.epochs}" if self.first_epoch is None else
+                  f"{self.first_epoch}-{self.first_epoch + self.epochs - 1}" if self.epochs > 1 else f"{self.first_epoch}")
+        return (f"[{name}] trainable params {self.trainable_params:,}, epoch{'s' if self.epochs > 1 else ''} {epochs}, "
                 f"best {monitor} {best}, {self.seconds:.1f} s")
 
 
@@ -422,6 +426,7 @@ def _run_phase(context: _RunContext, phase: Phase, phase_index: int, tracker: Be
         if checkpoint is not None and state.phase_epoch > 0:
             restore_optimizer(optimizer, trainer, checkpoint)
     tracker.start_phase()
+    first_epoch = state.global_epoch - state.phase_epoch + 1
     for epoch in range(state.phase_epoch, phase.epochs):
         epoch_seed = config.seed * 1_000_003 + state.global_epoch
         train_data, validation = _epoch_data(phase, context.features, context.table, context.splits, config,
@@ -433,6 +438,7 @@ def _run_phase(context: _RunContext, phase: Phase, phase_index: int, tracker: Be
         epoch_started = time.perf_counter()
         history = trainer.fit(train_data, validation_data=validation, epochs=1, verbose=verbose, shuffle=False)
         record = {k: float(v[-1]) for k, v in history.history.items()}
+        _check_finite(record, phase, epoch, config)
         record.update(phase=phase.name, epoch=state.global_epoch + 1, seconds=time.perf_counter() - epoch_started)
         state.history.append(record)
         state.global_epoch += 1
@@ -444,7 +450,7 @@ def _run_phase(context: _RunContext, phase: Phase, phase_index: int, tracker: Be
             tracker.restore_phase_best()
             summary = PhaseSummary(
                 phase.name, _trainable_params(model, phase), blocks, state.phase_epoch,
-                state.phase_best_epoch, state.phase_best, time.perf_counter() - phase_started,
+                state.phase_best_epoch, state.phase_best, time.perf_counter() - phase_started, first_epoch=first_epoch,
             )
             state.phase_index, state.phase_epoch = phase_index + 1, 0
             state.phases = [asdict(p) for p in [*summaries, summary]]
@@ -453,6 +459,19 @@ def _run_phase(context: _RunContext, phase: Phase, phase_index: int, tracker: Be
         if finished:
             return summary
     raise AssertionError("unreachable: a phase ends at its last epoch")  # pragma: no cover
+
+
+def _check_finite(record: dict, phase: Phase, epoch: int, config: TrainConfig) -> None:
+    """A ValueError naming the phase and the setting to lower when the loss is no longer a number (the
+    epoch is not saved: a resumed run starts from the last finite one)."""
+    if all(math.isfinite(value) for key, value in record.items() if key.endswith("loss")):
+        return
+    setting = "learning_rate" if phase.name in ("head", "scratch") else "fine_tune_learning_rate"
+    raise ValueError(
+        f"The training loss became {record.get('loss')} in phase {phase.name!r} (epoch {epoch + 1} of {phase.epochs}) at "
+        f"{setting} {getattr(config, setting)}: the weights diverged. Lower training.{setting} (e.g. 10x: "
+        f"--{setting.replace('_', '-')} {getattr(config, setting) / 10:g}), or check the images for constant or "
+        "corrupt ones.")
 
 
 def _trainable_params(model: keras.Model, phase: Phase) -> int:
