@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -261,3 +262,64 @@ def test_demo_plans_by_quickness_and_names_a_recipe_that_cannot_start(tmp_path, 
     with pytest.raises(RuntimeError, match=r"The comparison of lost failed .*Rerun the same command to continue"):
         run_demo(tmp_path / "demo", quick=True, jobs=1, recipes=[lost])
     assert "[lost] failed: FileNotFoundError: Data not found" in capsys.readouterr().out
+
+
+def test_the_resume_command_printed_after_ctrl_c_resumes(tmp_path, capsys, monkeypatch):
+    import shlex
+
+    import tfx_transfer.training.train as train_module
+    from tiny_data import write_solid_folder
+
+    monkeypatch.setenv("TFX_TRANSFER_CACHE", str(tmp_path / "cache"))
+    data = write_solid_folder(tmp_path / "data", per_class=8)
+    real_save = train_module.save_checkpoint
+
+    def interrupt_after_first(*args, **kwargs):
+        path = real_save(*args, **kwargs)
+        if path.name == "epoch-0001":
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(train_module, "save_checkpoint", interrupt_after_first)
+    flags = ["--backbone", "tiny_test", "--weights", "none", "--image-size", "32", "--epochs", "2", "--strategy",
+             "scratch", "--bootstrap", "20", "--set", "data.weight_column=null", "--batch-size", "8"]
+    with pytest.warns(UserWarning, match="Stopped by Ctrl-C"):
+        assert main(["run", "product_defects", "--data", str(data), "--out", str(tmp_path / "run"), *flags]) == 130
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message == f"Stopped; resume with: tfx-transfer run --resume {tmp_path / 'run'}"
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    # The printed command, as typed: the run's own recipe.yaml holds the flags and the data.
+    assert main(shlex.split(message.split("resume with: ")[1])[1:]) == 0
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["epochs"] == 2
+
+
+def test_resume_into_a_folder_that_is_no_run_or_missing_is_refused_and_touches_nothing(tmp_path, capsys):
+    user = tmp_path / "photos"
+    user.mkdir()
+    (user / "holiday.tmp").write_text("mine")
+    assert main(["run", "product_defects", "--out", str(user), "--resume"]) == 2
+    assert "is not a tfx-transfer run folder" in capsys.readouterr().err
+    assert main(["run", "--resume", str(user)]) == 2
+    assert [p.name for p in user.iterdir()] == ["holiday.tmp"]
+    assert main(["train", "--resume", str(tmp_path / "missing")]) == 2
+    assert "Nothing to resume: '" in capsys.readouterr().err and not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("argument, message", [
+    ("data.options={path_column: [", r"data.options: the value .* of --set is not valid YAML .*quote a text"),
+    ("training.learning_rate=.inf", r"training.learning_rate: must be in \(0.0, 1.0\]; received inf"),
+    ("model.image_size=100000", r"model.image_size: must be in \[32, 2048\]; received 100000"),
+])
+def test_bad_set_values_are_clear_errors_not_tracebacks(argument, message, capsys):
+    assert main(["run", "product_defects", "--set", argument]) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_numbers_read_the_same_in_set_and_in_flags():
+    from tfx_transfer.cli import build_parser
+    from tfx_transfer.cli.commands import _flag_overrides
+    from tfx_transfer.config.recipe import load_recipe
+
+    by_set = load_recipe("product_defects").with_overrides(["training.learning_rate=1e-4"])
+    by_flag = _flag_overrides(build_parser().parse_args(["run", "product_defects", "--learning-rate", "1e-4"]))
+    assert by_set.training.learning_rate == by_flag["training.learning_rate"] == 1e-4

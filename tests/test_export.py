@@ -243,3 +243,14 @@ def test_a_mixed_precision_model_is_exported_in_float32():
     np.testing.assert_allclose(rebuilt.predict(pixels, verbose=0), mixed.predict(pixels, verbose=0), atol=2e-2)
     plain = build_classifier("tiny_test", 2, None, 32, 0.2, seed=0)
     assert float32_model(plain) is plain
+
+
+def test_an_export_into_a_run_folder_that_cannot_be_written_is_refused_before_any_work(run_copy, monkeypatch):
+    import os
+
+    real_access = os.access
+    # Root (as here and in CI) may write anywhere, so the folder is read-only as the check sees it.
+    monkeypatch.setattr(os, "access", lambda path, mode: real_access(path, mode) and str(path) != str(run_copy))
+    with pytest.raises(ExportError, match=r"Cannot export into '.*export': '.*run' is not writable by this user"):
+        export_run(run_copy, "saved_model")
+    assert not (run_copy / "export").exists()

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from tiny_data import COLOURS, solid_image, write_bad_folder, write_dicom
@@ -146,3 +148,24 @@ def test_exif_orientation_is_applied_when_reading_and_in_the_pipeline(tmp_path):
 def test_a_photo_without_orientation_stays_on_the_fast_decoder(tmp_path):
     Image.fromarray(solid_image((200, 30, 30))).save(tmp_path / "plain.jpg")
     assert scan_images([str(tmp_path / "plain.jpg")]).decoders[0] == "tf"
+
+
+# Hostile bytes: what a broken camera, a half-copied file or a wrong extension hands the readers.
+_HEADERS = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"BM", b"GIF89a", b"II*\x00", b"P6\n"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(header=st.sampled_from(_HEADERS), body=st.binary(max_size=2048),
+       suffix=st.sampled_from([".png", ".jpg", ".bmp", ".gif", ".tif", ".ppm", ".dcm"]))
+def test_random_bytes_as_images_are_reported_never_raised(header, body, suffix):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/image{suffix}"
+        with open(path, "wb") as file:
+            file.write(header + body)
+        scan = scan_images([path])  # never raises: a file is usable or listed with its reason
+        assert len(scan.ok) == 1 and (scan.ok[0] or scan.problems[0][1])
+        if scan.ok[0]:
+            pixels = read_image(path)
+            assert pixels.ndim == 3 and pixels.shape[-1] == 3 and pixels.dtype == np.uint8

@@ -10,6 +10,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from tfx_transfer.evaluation.calibration import apply_temperature
@@ -226,3 +228,97 @@ def test_a_predict_output_that_cannot_be_written_is_refused_before_scoring(tmp_p
     (tmp_path / "folder").mkdir()
     with pytest.raises(ValueError, match=message):
         check_output(make(tmp_path), [str(tmp_path / "incoming")])
+
+
+def test_links_loops_and_folders_named_like_images_get_a_row_with_the_reason(finished_run, tmp_path):
+    import os
+
+    incoming = _parts(tmp_path / "incoming", count=1)
+    os.symlink(tmp_path / "gone.png", incoming / "dangling.png")
+    os.symlink(incoming / "loop_b.png", incoming / "loop_a.png")
+    os.symlink(incoming / "loop_a.png", incoming / "loop_b.png")
+    (incoming / "album.png").mkdir()
+    rows = load_run(finished_run).predict(incoming).set_index("path")["error"].fillna("")
+    reasons = {os.path.basename(path): reason for path, reason in rows.items() if reason}
+    assert reasons == {"album.png": "not an image file: a folder named like an image",
+                       "dangling.png": "not an image file: a dangling link (its target does not exist)",
+                       "loop_a.png": "not an image file: a symlink loop", "loop_b.png": "not an image file: a symlink loop"}
+    assert (rows == "").sum() == 2  # the two real images are scored
+
+
+def test_a_bad_crop_box_costs_its_row_only(finished_run, tmp_path):
+    incoming = _parts(tmp_path / "incoming", count=2)
+    paths = sorted(str(p) for p in incoming.rglob("*.png"))
+    boxes = [(2, 2, 20, 20), (20, 2, 5, 20), (0, 0, 500, 500), (-1, -1, -1, -1)]  # good, inverted, outside, none
+    frame = pd.DataFrame({"path": paths, **{name: [box[k] for box in boxes] for k, name in
+                                            enumerate(("Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2"))}})
+    frame.to_csv(tmp_path / "boxes.csv", index=False)
+    rows = load_run(finished_run).predict(tmp_path / "boxes.csv").set_index("path")
+    errors = rows["error"].fillna("")
+    assert errors[paths[0]] == "" and errors[paths[3]] == ""
+    assert errors[paths[1]].startswith("crop box (x1, y1, x2, y2) = (20, 2, 5, 20) is empty or outside the 40x36 image")
+    assert "(0, 0, 500, 500)" in errors[paths[2]] and rows["decision"].notna().sum() == 2
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda run: (run / "model.json").write_text('{"recipe": \n'), r"model.json' is not valid JSON .*--model-info"),
+    (lambda run: (run / "model.keras").write_bytes((run / "model.keras").read_bytes()[:2000]),
+     r"model.keras' cannot be loaded .* It is damaged"),
+    (lambda run: (run / "model.json").write_text(json.dumps(dict(json.loads((run / "model.json").read_text()),
+                                                                 class_names=["ok", "scratched", "dented"]))),
+     r"model.json' names 3 classes \(ok, scratched, dented\), but .*model.keras' has 2 outputs"),
+])
+def test_a_damaged_run_folder_names_the_file_and_the_way_back(finished_run, tmp_path, damage, message):
+    import shutil
+
+    copy = shutil.copytree(finished_run, tmp_path / "run")
+    damage(copy)
+    with pytest.raises(RunFolderError, match=message):
+        load_run(copy)
+
+
+def test_report_model_info_writes_a_lost_model_json_again_keeping_its_sites(finished_run, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(finished_run, tmp_path / "run")
+    before = json.loads((copy / "model.json").read_text())
+    (copy / "model.json").write_text("{")
+    assert main(["report", str(copy), "--model-info"]) == 0
+    assert json.loads((copy / "model.json").read_text()) == before
+    assert len(load_run(copy).predict(_parts(tmp_path / "incoming", count=1))) == 2
+
+
+def test_the_documented_way_to_load_model_keras_with_keras_alone(finished_run):
+    # Keras imports only its own packages when it reads a saved model; the toolkit's layers must be known first.
+    code = ("import sys, keras, numpy as np\n"
+            "import tfx_transfer.models.layers\n"
+            "model = keras.saving.load_model(sys.argv[1], safe_mode=True)\n"
+            "print(model(np.zeros((1, 32, 32, 3), 'uint8')).shape)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(finished_run / "model.keras")], capture_output=True,
+                            text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("(1, 2)")
+
+
+@pytest.fixture(scope="module")
+def loaded_run(finished_run):
+    return load_run(finished_run)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(files=st.lists(st.tuples(st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM"]),
+                                st.binary(max_size=512), st.sampled_from([".png", ".jpg", ".gif", ".bmp", ".dcm"])),
+                      min_size=1, max_size=4))
+def test_predict_on_random_bytes_gives_every_file_a_row_and_never_stops(loaded_run, files):
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        _parts(Path(folder), count=1)  # two real images among the junk
+        for index, (header, body, suffix) in enumerate(files):
+            (Path(folder) / f"junk{index}{suffix}").write_bytes(header + body)
+        rows = loaded_run.predict(folder)
+    assert len(rows) == len(files) + 2
+    errors = rows["error"].fillna("")
+    assert ((errors != "") | rows["decision"].notna()).all()
+    assert rows["decision"].notna().sum() >= 2

@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from tiny_data import solid_image, write_gtsrb, write_kermany, write_nih, write_solid_folder
@@ -260,3 +262,42 @@ def test_a_bad_split_value_says_how_to_split_at_random_instead(tmp_path):
     with pytest.raises(ValueError, match=r"Split column 'split' of csv .*labels.csv has values \['holdout'\].*"
                                          r"--set data.split_column=null"):
         load_source(csv)
+
+
+def test_class_folders_beside_split_folders_are_refused_not_dropped(tmp_path):
+    root = write_kermany(tmp_path / "mixed")
+    write_solid_folder(root, per_class=3)  # red/, green/, blue/ beside train/ and test/
+    with pytest.raises(ValueError, match=r"mixes two layouts: split folders \(test, train, val\) and class folders beside "
+                                         r"them \(blue, green, red, with images\)"):
+        load_source(root)
+
+
+def test_an_image_listed_twice_with_different_labels_is_refused_naming_its_lines(tmp_path):
+    write_solid_folder(tmp_path, per_class=2)
+    rows = [{"path": f"{c}/{c}_{i:02d}.png", "label": c} for c in ("red", "blue") for i in range(2)]
+    rows.append({"path": "red/red_01.png", "label": "blue"})  # line 6: the second label of line 3's image
+    rows.append({"path": "red/red_00.png", "label": "red"})  # a plain repeat agrees: not a conflict
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(ValueError, match=r"1 image\(s\) of csv .*labels.csv are listed twice with different labels: "
+                                         r"'.*red_01.png': 'red' in line 3, 'blue' in line 6\. Keep one row per image"):
+        load_source(tmp_path / "labels.csv")
+
+
+_CELLS = st.one_of(st.text(max_size=12), st.sampled_from(["", " ", "nan", "train", "val", "test", "red", "blue",
+                                                          "red/red_00.png", "../x.png", "a,b", '"', "\n"]),
+                   st.integers(), st.floats(allow_nan=True))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cells=st.lists(st.tuples(_CELLS, _CELLS, _CELLS), min_size=0, max_size=8),
+       header=st.sampled_from([("path", "label", "split"), ("path", "label", "group"), ("file", "label", "x")]))
+def test_random_csv_cells_give_a_table_or_a_clear_error(tmp_path, cells, header):
+    write_solid_folder(tmp_path, per_class=2)
+    csv = tmp_path / "labels.csv"
+    pd.DataFrame(cells, columns=list(header)).to_csv(csv, index=False)
+    try:
+        table = load_source(csv)
+    except (ValueError, FileNotFoundError) as error:  # said plainly: what is wrong and how to fix it
+        assert str(error)
+    else:
+        assert len(table.paths) == len(table.labels) and len(table.class_names) >= 2

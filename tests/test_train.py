@@ -454,3 +454,22 @@ def test_training_without_a_terminal_prints_one_plain_line_per_epoch(tiny_data, 
     epoch_lines = [line for line in out.splitlines() if line.startswith("head epoch ")]
     assert [line.split(" - ")[0] for line in epoch_lines] == ["head epoch 1/3", "head epoch 2/3", "head epoch 3/3"]
     assert all("val_loss" in line and len(line) < 300 for line in epoch_lines)
+
+
+def test_a_loss_that_is_no_longer_a_number_names_the_phase_and_the_rate_to_lower(tiny_data, tmp_path):
+    from dataclasses import replace
+
+    table, splits = tiny_data
+    poisoned = replace(table, weights=np.full(len(table), np.nan))  # any NaN reaching the loss does it
+    with pytest.raises(ValueError, match=r"The training loss became nan in phase 'head' \(epoch 1 of 3\) at "
+                                         r"learning_rate 0.001: the weights diverged\. Lower training.learning_rate "
+                                         r"\(e.g. 10x: --learning-rate 0.0001\)"):
+        train(poisoned, splits, TrainConfig(strategy="feature_extraction", **TINY), run_dir=tmp_path, verbose=0)
+    assert not (tmp_path / "checkpoints" / "latest").exists()  # the diverged epoch is not saved
+
+
+def test_phase_lines_number_epochs_across_the_run():
+    head = PhaseSummary("head", 10, [], 4, 3, 0.5, 1.0, first_epoch=1)
+    fine_tune = PhaseSummary("fine_tune", 20, ["top"], 4, 6, 0.4, 2.0, first_epoch=5)
+    assert "epochs 1-4, best val_loss 0.5000 (epoch 3)" in head.line("val_loss")
+    assert "epochs 5-8, best val_loss 0.4000 (epoch 6)" in fine_tune.line("val_loss")

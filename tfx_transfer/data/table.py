@@ -155,7 +155,8 @@ def from_dataframe(
                 f"{int(blank.sum())} row(s) of {source} have no {what} (column {column!r} is blank): "
                 f"{_row_names(frame, blank, source)}. Fill those cells or remove the rows.")
     base = Path(root) if root is not None else None
-    paths = [str(base / p) if base is not None and not os.path.isabs(str(p)) else str(p) for p in frame[path_column]]
+    # As text: pandas reads a column of names like 0001 as numbers.
+    paths = [str(base / p) if base is not None and not os.path.isabs(p) else p for p in frame[path_column].astype(str)]
     raw_labels = frame[label_column].astype(str).str.strip().to_numpy()
     _refuse_conflicting_labels(paths, raw_labels, frame, source)
     if multi_label:
@@ -173,7 +174,7 @@ def from_dataframe(
     if split_column:
         values = frame[split_column].astype(str).str.strip().str.lower().map(_SPLIT_ALIASES)
         if values.isna().any():
-            bad = sorted(set(frame[split_column][values.isna()].astype(str)))[:5]
+            bad = sorted({str(value) for value in frame[split_column][values.isna()]})[:5]
             raise ValueError(f"Split column {split_column!r} of {source} has values {bad}; expected one of train, val, "
                              "test (or training, validation, testing). Fix those cells, or split at random instead with "
                              "--set data.split_column=null.")
