@@ -19,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 
 from tfx_transfer.data.images import read_image
 from tfx_transfer.config.recipe import list_recipes, load_recipe
-from tfx_transfer.experiments.runner import prepare_data
+from tfx_transfer.experiments.prepare import prepare_data
 
 
 def pixels(table, indices, size: int) -> np.ndarray:

@@ -51,3 +51,12 @@ def part_run(tmp_path_factory):
         warnings.simplefilter("ignore")
         return run("product_defects", data=write_overlapping_parts(root / "line7"), overrides=PART_RUN,
                    out=root / "run", verbose=0).run_dir
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long tests first (real weights and data, then the other slow ones): with two xdist workers,
+    a 5-minute test started last would be the whole suite's tail."""
+    def weight(item) -> int:
+        return 0 if item.get_closest_marker("integration") else 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=weight)  # stable: within each group, the files' own order

@@ -226,7 +226,7 @@ def test_compare_puts_anomaly_beside_supervised_at_each_defect_count(tmp_path):
     overrides = [item for item in ANOMALY if not item.startswith(("data.positive_class", "training.strategy"))]
     overrides += ["data.positive_class=scratched", "training.epochs=3", "training.batch_size=8"]
     lines = []
-    report = compare("product_defects", "anomaly,scratch", [1.0], data=data, overrides=overrides, out=tmp_path / "c",
+    report = compare("product_defects", "anomaly,scratch", [1.0], seeds=1, data=data, overrides=overrides, out=tmp_path / "c",
                      defects="0,4,all", log=lines.append)
     names = sorted(path.name for path in (tmp_path / "c" / "runs").iterdir())
     assert names == ["anomaly_f1_s0", "scratch_d4_f1_s0", "scratch_f1_s0"]
@@ -238,7 +238,7 @@ def test_compare_puts_anomaly_beside_supervised_at_each_defect_count(tmp_path):
     markdown = (tmp_path / "c" / "report.md").read_text()
     assert "## Defect images needed: supervised vs anomaly" in markdown and "scratch, 4 defects" in markdown
     # The runs made are kept when the same comparison is run again.
-    again = compare("product_defects", "anomaly,scratch", [1.0], data=data, overrides=overrides, out=tmp_path / "c",
+    again = compare("product_defects", "anomaly,scratch", [1.0], seeds=1, data=data, overrides=overrides, out=tmp_path / "c",
                     defects="0,4,all", log=lines.append)
     assert again["verdict"]["defects"] == report["verdict"]["defects"]
     assert sum("done before, kept" in line for line in lines) == 3

@@ -107,7 +107,7 @@ def test_verify_fine_tunes_at_three_depths_and_says_whether_the_advice_held(part
 def test_compare_fine_tune_auto_runs_the_advised_depth(parts, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report = compare("product_defects", "fine_tune:auto", data=parts, overrides=SETTINGS, out=tmp_path / "cmp",
+        report = compare("product_defects", "fine_tune:auto", [1.0], seeds=1, data=parts, overrides=SETTINGS, out=tmp_path / "cmp",
                          log=lambda *a: None)
     advice = json.loads((tmp_path / "cmp" / "probe" / "report.json").read_text())["advice"]
     expected = "feature_extraction" if advice["unfreeze_blocks"] == 0 else f"fine_tune_{advice['unfreeze_blocks']}"

@@ -33,7 +33,7 @@ import numpy as np
 
 from tfx_transfer.deploy.parity import (  # noqa: F401  (ExportError, MIN_AGREEMENT, MAX_METRIC_DROP: re-exported)
     MAX_METRIC_DROP, MIN_AGREEMENT, ExportError, check_parity, gate_failures, image_batches, kept_images)
-from tfx_transfer.runs.folder import RunFolder
+from tfx_transfer.runs.folder import RunFolder, current_umask
 
 if TYPE_CHECKING:
     from tfx_transfer.evaluation.metrics import OperatingPoint
@@ -243,9 +243,7 @@ def _staging_folder(export_dir: Path, name: str) -> Path:
     for leftover in [*export_dir.glob(".*.tmp"), *export_dir.glob(".*.old")]:  # from an interrupted export
         shutil.rmtree(leftover, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=export_dir))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp's folder is private; the export is as shareable as the run folder
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's folder is private; the export is as shareable as the run folder
     return staging
 
 

@@ -214,19 +214,18 @@ def run_facts(recipe: Recipe, prepared: PreparedData, train_indices: np.ndarray,
 
 
 def _explanations(recipe: Recipe, prepared: PreparedData, result, anomaly_facts, scored: _Scored, report: dict,
-                  predictions: dict) -> tuple[str, dict]:
-    """`(what, arrays)`: the heatmaps over the test images the report shows (anomaly maps, or Grad-CAM)."""
+                  predictions: dict) -> dict:
+    """The heatmaps over the test images the report shows (anomaly maps, or Grad-CAM), as explanations.npz arrays."""
     from tfx_transfer.evaluation import explain
 
     table, test = prepared.table, prepared.splits.test
     image_size = image_shape(recipe.model.image_size)
     if anomaly_facts is not None:
-        return "Anomaly maps", explain.anomaly_map_arrays(scored.test_maps, table, test, image_size, report,
-                                                          predictions, anomaly_facts["blocks"], recipe.training.seed)
+        return explain.anomaly_map_arrays(scored.test_maps, table, test, image_size, report, predictions,
+                                          anomaly_facts["blocks"], recipe.training.seed)
     if table.multi_label:
-        return "Grad-CAM heatmaps", {}
-    return "Grad-CAM heatmaps", explain.explain_test_images(result.model, table, test, image_size, report,
-                                                            predictions, recipe.training.seed)
+        return {}
+    return explain.explain_test_images(result.model, table, test, image_size, report, predictions, recipe.training.seed)
 
 
 def _finish(folder: RunFolder, recipe: Recipe, prepared: PreparedData, result, anomaly_facts,
@@ -237,10 +236,10 @@ def _finish(folder: RunFolder, recipe: Recipe, prepared: PreparedData, result, a
     from tfx_transfer.reporting.report import build_run_report, explanation_summary, write_model_info, write_report_pages
 
     report = build_run_report(folder.path)
-    what = "Heatmaps"
     try:
-        what, arrays = _explanations(recipe, prepared, result, anomaly_facts, scored, report, folder.read_predictions())
+        arrays = _explanations(recipe, prepared, result, anomaly_facts, scored, report, folder.read_predictions())
     except Exception as error:  # noqa: BLE001 (any failure here must not lose the trained run)
+        what = "Anomaly maps" if anomaly_facts is not None else "Grad-CAM heatmaps"
         warnings.warn(f"{what} were not made ({type(error).__name__}: {error}); the run's results are unaffected.",
                       stacklevel=2)
         arrays = {}

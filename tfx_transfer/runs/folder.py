@@ -203,9 +203,14 @@ class RunFolder:
         leftovers = self.leftovers()
         if leftovers and not resume:
             shown = ", ".join(leftovers[:5]) + (", ..." if len(leftovers) > 5 else "")
-            raise RunFolderError(
-                f"'{self.path}' already holds a run ({shown}); a new run there would mix its files with the old ones. "
-                "Continue it with --resume (resume=True), or choose a new --out.")
+            ours = {path.name for path in (self.recipe_file, self.data_file, self.facts_file, self.report_file,
+                                           self.model_file, self.predictions_file, self.training_dir)}
+            if ours & set(leftovers):
+                raise RunFolderError(
+                    f"'{self.path}' already holds a run ({shown}); a new run there would mix its files with the old "
+                    "ones. Continue it with --resume (resume=True), or choose a new --out.")
+            raise RunFolderError(f"'{self.path}' already holds files that are not a run's ({shown}); a run writes into "
+                                 "an empty or new folder, and leaves others' files alone. Choose a new --out.")
         self.path.mkdir(parents=True, exist_ok=True)
         remove_stale_files(self.path)
         write_atomically(self.recipe_file, yaml.safe_dump(recipe.to_dict(), sort_keys=False))

@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tfx_transfer.runs.folder import write_atomically
+from tfx_transfer.runs.folder import current_umask, write_atomically
 
 
 def _layers_only(model: keras.Model) -> keras.Model:
@@ -57,6 +57,7 @@ def save_checkpoint(run_dir: Path, model: keras.Model, optimizer, state: dict, k
     root.mkdir(parents=True, exist_ok=True)
     name = f"epoch-{state['global_epoch']:04d}"
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's folder is private; a kept checkpoint follows the umask
     save_model_weights(model, staging / "model.weights.h5")
     variables = [np.asarray(keras.ops.convert_to_numpy(v)) for v in optimizer.variables] if optimizer is not None else []
     np.savez(staging / "optimizer.npz", *variables)
