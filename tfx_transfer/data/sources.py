@@ -60,13 +60,7 @@ def from_folder(root: str | os.PathLike, class_names: list[str] | None = None) -
         )
     folders, loose = _class_folders(root)
     split_folders = {_SPLIT_ALIASES[f.name.lower()]: f for f in folders if f.name.lower() in _SPLIT_ALIASES}
-    beside = [f for f in folders if f.name.lower() not in _SPLIT_ALIASES and any(_is_image(p) for p in f.iterdir())]
-    if split_folders and beside:
-        raise ValueError(
-            f"'{root}' mixes two layouts: split folders ({', '.join(sorted(f.name for f in split_folders.values()))}) "
-            f"and class folders beside them ({', '.join(f.name for f in beside[:5])}, with images). Reading one layout "
-            "would silently leave out the other's images. Move the class folders into train/ (or val/, test/), or "
-            "move the split folders' class folders up and let tfx-transfer split.")
+    _refuse_mixed_layout(root, folders, split_folders)
     layout = {split: _class_folders(folder)[0] for split, folder in split_folders.items()} if split_folders else {None: folders}
     if not any(layout.values()):
         found = [p.name for p in loose[:5]]
@@ -92,18 +86,7 @@ def from_folder(root: str | os.PathLike, class_names: list[str] | None = None) -
             paths += [str(p) for p in files]
             labels += [index[folder.name]] * len(files)
             splits += [split] * len(files)
-    if nested:
-        warnings.warn(
-            f"Ignoring {len(nested)} folder(s) nested inside class folders: "
-            f"{[str(p) for p in nested[:5]]}. Images must sit directly in their class folder.",
-            stacklevel=2,
-        )
-    if empty:
-        warnings.warn(
-            f"Class folder(s) with no images: {empty}. Those classes are left out; add images to "
-            "them or delete the folders.",
-            stacklevel=2,
-        )
+    _warn_left_out(nested, empty)
     labels_array = np.array(labels, dtype=int)
     # Leave out classes without any image, renumbering labels so they stay contiguous.
     kept = [name for i, name in enumerate(names) if (labels_array == i).any()]
@@ -117,6 +100,32 @@ def from_folder(root: str | os.PathLike, class_names: list[str] | None = None) -
         source=f"folder {root}" + (" (pre-split)" if split_folders else ""),
     )
     return _check_classes(table, f"'{root}'")
+
+
+def _refuse_mixed_layout(root: Path, folders: list[Path], split_folders: dict[str, Path]) -> None:
+    """Class folders with images beside train/val/test folders: one of the two layouts would be lost."""
+    beside = [f for f in folders if f.name.lower() not in _SPLIT_ALIASES and any(_is_image(p) for p in f.iterdir())]
+    if split_folders and beside:
+        raise ValueError(
+            f"'{root}' mixes two layouts: split folders ({', '.join(sorted(f.name for f in split_folders.values()))}) "
+            f"and class folders beside them ({', '.join(f.name for f in beside[:5])}, with images). Reading one layout "
+            "would silently leave out the other's images. Move the class folders into train/ (or val/, test/), or "
+            "move the split folders' class folders up and let tfx-transfer split.")
+
+
+def _warn_left_out(nested: list[Path], empty: list[str]) -> None:
+    if nested:
+        warnings.warn(
+            f"Ignoring {len(nested)} folder(s) nested inside class folders: "
+            f"{[str(p) for p in nested[:5]]}. Images must sit directly in their class folder.",
+            stacklevel=3,
+        )
+    if empty:
+        warnings.warn(
+            f"Class folder(s) with no images: {empty}. Those classes are left out; add images to "
+            "them or delete the folders.",
+            stacklevel=3,
+        )
 
 
 def from_csv(path: str | os.PathLike, **columns) -> ImageTable:

@@ -108,6 +108,9 @@ class ModelInfo:
         missing = [name for name in ("recipe", "class_names", "image_size", "operating_point") if name not in record]
         if missing:
             raise ModelInfoError(f"'{path}' lacks {', '.join(missing)}. {_RECOVER}")
+        if record.get("model", "classifier") not in MODEL_KINDS:
+            raise ModelInfoError(f"'{path}' says model {record.get('model')!r}; expected one of {', '.join(MODEL_KINDS)}. "
+                                 f"{_RECOVER}")
         known = {f.name for f in fields(OperatingPoint)}
         try:
             return cls(
