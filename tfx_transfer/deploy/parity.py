@@ -189,14 +189,16 @@ def check_parity(loaded, format: str, target: Path, test, saved: dict, point) ->
             figures["images"]["skipped"] = int(len(test) - len(picked))
             if figures["images"]["skipped"]:
                 notes.append(f"The images signature was checked on the {len(picked)} test images that are whole "
-                             f"JPEG/PNG/BMP/GIF files; {figures['images']['skipped']} others (crop boxes or other formats) "
-                             "were checked through the pixels signature only.")
+                             f"JPEG/PNG/BMP/GIF files; {figures['images']['skipped']} others (crop boxes, other formats, or "
+                             "an EXIF orientation, which TensorFlow's decoder in that signature does not apply: send it "
+                             "upright images) were checked through the pixels signature only.")
     return figures, notes
 
 
 def _encoded_test_images(test):
     """`(indices, bytes)` of the test images the bytes signature can take as they are: whole files
-    (no crop box) that TensorFlow decodes itself (JPEG, PNG, BMP, GIF); None if there are none."""
+    (no crop box) that TensorFlow decodes itself (JPEG, PNG, BMP, GIF, without an EXIF orientation);
+    None if there are none."""
     from tfx_transfer.data.images import NATIVE_DECODER
 
     usable = np.flatnonzero((test.decoders == NATIVE_DECODER)
