@@ -264,6 +264,7 @@ def test_demo_plans_by_quickness_and_names_a_recipe_that_cannot_start(tmp_path, 
     assert "[lost] failed: FileNotFoundError: Data not found" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_resume_command_printed_after_ctrl_c_resumes(tmp_path, capsys, monkeypatch):
     import shlex
 

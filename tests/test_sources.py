@@ -288,7 +288,7 @@ _CELLS = st.one_of(st.text(max_size=12), st.sampled_from(["", " ", "nan", "train
                    st.integers(), st.floats(allow_nan=True))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cells=st.lists(st.tuples(_CELLS, _CELLS, _CELLS), min_size=0, max_size=8),
        header=st.sampled_from([("path", "label", "split"), ("path", "label", "group"), ("file", "label", "x")]))
 def test_random_csv_cells_give_a_table_or_a_clear_error(tmp_path, cells, header):

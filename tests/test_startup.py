@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 #: Lines TensorFlow's C++ runtime writes on import on a CPU-only machine (absl, before any log level is read).
 NOISE = ("cuda drivers", "cuInit", "cpu_feature_guard", "oneDNN")
 
@@ -25,6 +27,7 @@ def test_the_python_api_starts_tensorflow_without_its_native_noise():
     assert not [word for word in NOISE if word in result.stderr], result.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_verbose_shows_the_native_lines_again():
     code = "import tfx_transfer as tt\ntt.load_backbone('mobilenet_v2', weights=None, image_size=32)\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
