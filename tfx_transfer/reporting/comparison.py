@@ -472,7 +472,7 @@ def write_comparison_report(out: str | os.PathLike, run_dirs: list[str | os.Path
     comparison, reports = build_comparison(run_dirs, rebuild)
     page = render.html_page(f"Comparison: {comparison['recipe']}", comparison_sections(comparison, reports),
                             comparison["best"].get("description", ""))
-    write_report_files(out, comparison, render_comparison_markdown(comparison, reports), page)
+    ComparisonFolder(out).write_report(comparison, render_comparison_markdown(comparison, reports), page)
     return comparison
 
 

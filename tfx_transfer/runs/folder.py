@@ -346,11 +346,6 @@ class RunFolder:
         """model.json (a `tfx_transfer.runs.model_info.ModelInfo`): what the model needs to be used."""
         info.write(self.model_info_file)
 
-    @property
-    def training(self) -> TrainingFolder:
-        """The checkpoints' folder (`training/`)."""
-        return TrainingFolder(self.training_dir)
-
     def read_exports(self) -> list[dict]:
         """The records of `tfx-transfer export` (passed and failed), oldest first; [] when none."""
         if not self.exports_file.is_file():
