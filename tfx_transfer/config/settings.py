@@ -170,6 +170,8 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
            "splitting; below 1 for smoke runs", minimum=0.0, maximum=1.0, open_minimum=True),
         _S("split_column", _OPTIONAL_STR, "auto", "a CSV source's column of predefined splits (train/val/test per "
            "row); auto: a column named split when the CSV has one; null: split at random whatever the CSV says"),
+        _S("relabel", _OPTIONAL_STR, None, "a CSV of corrected labels (path, label: a class name or exclude), e.g. "
+           "the review.csv of tfx-transfer review; applied after splitting, recorded in the run's data.json"),
         _S("weight_column", _OPTIONAL_STR, None, "a column of per-image training weights (1 = a certain label): in the "
            "CSV source itself, or in a folder's labels.csv (columns path and this one)"),
     ),

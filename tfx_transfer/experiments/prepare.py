@@ -41,6 +41,8 @@ class PreparedData:
     splits: Splits
     source: str
     positive_index: int | None
+    #: What `data.relabel` changed (`tfx_transfer.data.relabel.apply_corrections`), or None.
+    corrections: dict | None = None
 
 
 def apply_group_pattern(table: ImageTable, pattern: str) -> ImageTable:
@@ -127,8 +129,13 @@ def prepare_data(recipe: Recipe, data: str | os.PathLike | None = None, scan_cac
     complete = ("test",) if recipe.training.strategy == "anomaly" else ("train", "val", "test")
     splits = split_table(table, recipe.data.validation_split, recipe.data.test_split, seed=recipe.training.seed,
                          complete=complete)
+    corrections = None
+    if recipe.data.relabel:
+        from tfx_transfer.data.relabel import apply_corrections
+
+        table, splits, corrections = apply_corrections(table, splits, recipe_relative(recipe, recipe.data.relabel))
     positive = None if table.multi_label else _positive_index(recipe, table.class_names)
-    return PreparedData(table, splits, source, positive)
+    return PreparedData(table, splits, source, positive, corrections)
 
 
 def recipe_relative(recipe: Recipe, location: str) -> str:
@@ -234,5 +241,8 @@ def data_digest(prepared: PreparedData, train_indices: np.ndarray) -> dict:
     for part in (table.labels, table.weights, train_indices, splits.val, splits.test):
         if part is not None:
             digest.update(np.ascontiguousarray(part).tobytes())
-    return {"digest": digest.hexdigest(), "images": len(table), "source": prepared.source,
-            "train": int(len(train_indices)), "val": int(len(splits.val)), "test": int(len(splits.test))}
+    record = {"digest": digest.hexdigest(), "images": len(table), "source": prepared.source,
+              "train": int(len(train_indices)), "val": int(len(splits.val)), "test": int(len(splits.test))}
+    if prepared.corrections is not None:  # which corrected labels the run used
+        record["corrections"] = prepared.corrections
+    return record
