@@ -322,3 +322,40 @@ def test_predict_on_random_bytes_gives_every_file_a_row_and_never_stops(loaded_r
     errors = rows["error"].fillna("")
     assert ((errors != "") | rows["decision"].notna()).all()
     assert rows["decision"].notna().sum() >= 2
+
+
+def _line(root, seed: int, count: int, levels=(70, 170), noise: float = 25):
+    rng = np.random.default_rng(seed)
+    for name, level in zip(("ok", "scratched"), levels):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = np.clip(level + rng.normal(0, noise, (36, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"part{i:02d}.png")
+    return root
+
+
+def test_predict_says_when_the_line_has_changed_and_which_images_to_label_first(tmp_path, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_dir = run("product_defects", data=_line(tmp_path / "line7", 0, 60), overrides=TINY, out=tmp_path / "run",
+                      verbose=0).run_dir
+    reference = np.load(run_dir / "reference.npz")
+    assert reference["val_features"].shape[0] == len(reference["val_score"]) > 0
+    same, changed = _line(tmp_path / "same", 1, 20), _line(tmp_path / "changed", 2, 20, levels=(225, 245), noise=5)
+    assert main(["predict", str(run_dir), str(same), "--out", str(tmp_path / "same-out" / "p.csv"), "--select", "6"]
+                ) == 2  # the output folder does not exist: refused before scoring
+    (tmp_path / "same-out").mkdir()
+    (tmp_path / "changed-out").mkdir()
+    assert main(["predict", str(run_dir), str(same), "--out", str(tmp_path / "same-out" / "p.csv"), "--select", "6"]) == 0
+    printed = capsys.readouterr().out
+    unchanged = json.loads((tmp_path / "same-out" / "drift.json").read_text())
+    assert unchanged["drifted"] is False and "No drift" in printed
+    chosen = pd.read_csv(tmp_path / "same-out" / "to_label.csv")
+    assert list(chosen.columns) == ["rank", "path", "uncertainty", "decision"] and chosen["rank"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert chosen["path"].is_unique and set(chosen["path"]) <= set(pd.read_csv(tmp_path / "same-out" / "p.csv")["path"])
+    assert main(["predict", str(run_dir), str(changed), "--out", str(tmp_path / "changed-out" / "p.csv"), "--no-drift"]) == 0
+    assert not (tmp_path / "changed-out" / "drift.json").exists()
+    assert main(["predict", str(run_dir), str(changed), "--out", str(tmp_path / "changed-out" / "p.csv")]) == 0
+    flagged = json.loads((tmp_path / "changed-out" / "drift.json").read_text())
+    assert flagged["drifted"] is True and "DRIFT" in capsys.readouterr().out and "recalibrate" in flagged["text"]
+    assert flagged["feature_p_value"] < 1e-3 or flagged["score_p_value"] < 1e-3

@@ -100,6 +100,12 @@ class LoadedRun:
             FileNotFoundError: for an input path that does not exist.
             ValueError: for a CSV without `path_column`, or inputs that hold no image file.
         """
+        return self.predict_batch(inputs, path_column, calibrated, verbose, site, features=False).frame
+
+    def predict_batch(self, inputs, path_column: str = "path", calibrated: bool = True, verbose: int = 0,
+                      site: str | None = None, features: bool = True) -> "BatchPredictions":
+        """`predict`, keeping what drift and selection need: the raw and calibrated scores of the readable
+        images and (with `features`, one more forward pass) their pooled features."""
         import pandas as pd
 
         from tfx_transfer.data.images import scan_images
@@ -109,7 +115,7 @@ class LoadedRun:
         scan = scan_images(paths)
         usable, problems = usable_boxes(paths, rois, scan)
         readable = [path for path, ok in zip(paths, usable) if ok]
-        rows = []
+        rows, scores, probabilities, pooled = [], None, None, None
         if readable:
             table = ImageTable(labels=np.zeros(len(readable), int), class_names=self.class_names,
                                paths=np.array(readable, dtype=object), source="predict",
@@ -125,10 +131,48 @@ class LoadedRun:
                 row.update({f"probability_{name}": float(shown[index, k]) for k, name in enumerate(self.class_names)})
                 row.update(decision=self.class_names[int(decisions[index])], review=bool(review[index]), error="")
                 rows.append(row)
+            if features:
+                pooled = self.pooled_features(table, np.arange(len(table)))
         for path, reason in problems:
             rows.append({"path": str(path), "error": reason})
         columns = ["path", *(f"probability_{name}" for name in self.class_names), "decision", "review", "error"]
-        return pd.DataFrame(rows, columns=columns)
+        return BatchPredictions(pd.DataFrame(rows, columns=columns), scores, probabilities, pooled, point)
+
+    def pooled_features(self, table: ImageTable, indices: np.ndarray) -> np.ndarray | None:
+        """Pooled features of the rows (what the head decides on), or None for an anomaly run."""
+        from tfx_transfer.evaluation.scoring import pooled_features
+        from tfx_transfer.models.classifier import pooled_feature_model
+
+        model = None if self.detector is not None else pooled_feature_model(self.model)
+        return None if model is None else pooled_features(model, table, indices, self.info.image_size)
+
+    def check_drift(self, batch: "BatchPredictions"):
+        """Whether the batch differs from the run's validation images (`tfx_transfer.evaluation.drift`);
+        None when the run keeps no reference (made before reference.npz, or an anomaly run)."""
+        from tfx_transfer.evaluation.drift import check_drift
+
+        reference = RunFolder(self.run_dir).read_reference()
+        if not reference or batch.scores is None:
+            return None
+        return check_drift(reference["val_score"], batch.scores, reference["train_features"],
+                           reference["val_features"], batch.features, self.info.positive_index)
+
+    def select(self, batch: "BatchPredictions", count: int):
+        """The `count` images of the batch to label first (`tfx_transfer.evaluation.selection`), as a
+        DataFrame: `rank`, `path`, `uncertainty`, `decision`."""
+        import pandas as pd
+
+        from tfx_transfer.evaluation.selection import select_for_labelling, uncertainty
+
+        if batch.probabilities is None or batch.features is None:
+            raise ValueError("Selecting images to label needs a classifier run with pooled features and readable "
+                             "images; an anomaly run has neither head nor pooled features.")
+        known = RunFolder(self.run_dir).read_reference().get("train_features")
+        chosen = select_for_labelling(batch.probabilities, batch.features, count, batch.point, known)
+        scored = batch.frame[batch.frame["error"] == ""].reset_index(drop=True)
+        doubt = uncertainty(batch.probabilities, batch.point)
+        return pd.DataFrame({"rank": np.arange(1, len(chosen) + 1), "path": scored["path"].to_numpy()[chosen],
+                             "uncertainty": doubt[chosen].round(4), "decision": scored["decision"].to_numpy()[chosen]})
 
     @staticmethod
     def _review(probabilities: np.ndarray, point: OperatingPoint, band) -> np.ndarray:
@@ -137,6 +181,33 @@ class LoadedRun:
             return (positive >= band[0]) & (positive <= band[1])
         top_two = np.sort(probabilities, axis=1)[:, -2:]
         return (top_two[:, 1] - top_two[:, 0]) < ARGMAX_REVIEW_MARGIN
+
+
+@dataclass(frozen=True)
+class BatchPredictions:
+    """`LoadedRun.predict_batch`'s result: the predictions table (`frame`, readable images first, in
+    order) and, for the readable images, raw `scores`, calibrated `probabilities`, pooled `features`
+    (None when not asked for) and the operating `point` the decisions used."""
+
+    frame: object
+    scores: np.ndarray | None
+    probabilities: np.ndarray | None
+    features: np.ndarray | None
+    point: OperatingPoint
+
+
+def select_for_labelling(run_dir: str | os.PathLike, inputs, count: int, path_column: str = "path", verbose: int = 0):
+    """The `count` unlabelled images of `inputs` whose labels would help the run's model most: uncertain
+    at its operating point and unlike each other and its training images (see
+    `tfx_transfer.evaluation.selection`).
+
+    Example:
+        >>> select_for_labelling("runs/line7", "unlabelled/", 50).head(3)  # doctest: +SKIP
+           rank                      path  uncertainty   decision
+        0     1  unlabelled/cell0412.png       0.9731  defective
+    """
+    run = load_run(run_dir)
+    return run.select(run.predict_batch(inputs, path_column, verbose=verbose), count)
 
 
 def usable_boxes(paths: list[str], rois: np.ndarray | None, scan) -> tuple[np.ndarray, list[tuple[str, str]]]:

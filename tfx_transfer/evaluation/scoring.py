@@ -47,3 +47,13 @@ def score_images(model, table: ImageTable, indices: np.ndarray, image_size, view
     if progress:
         progress.close()
     return np.concatenate(scores).astype("float32")
+
+
+def pooled_features(feature_model, table: ImageTable, indices: np.ndarray, image_size) -> np.ndarray:
+    """`(len(indices), channels)` float16 pooled features of the images at `indices` (one view each):
+    what drift and labelling selection measure distances on."""
+    from tfx_transfer.data.pipeline import make_dataset
+
+    if len(indices) == 0:
+        return np.zeros((0, int(feature_model.output_shape[-1])), "float16")
+    return np.asarray(feature_model.predict(make_dataset(table, indices, image_size, 64), verbose=0), "float16")

@@ -33,6 +33,8 @@ from tfx_transfer.training.checkpoint import has_checkpoint
 
 #: Training images whose paths a run keeps (predictions.npz `train_sample_paths`) for int8 export.
 TRAIN_SAMPLE_SIZE = 200
+#: Training images whose pooled features reference.npz keeps: what "far from every training image" means at predict time.
+REFERENCE_TRAIN_SIZE = 1000
 
 
 @dataclass
@@ -141,6 +143,9 @@ def _score(recipe: Recipe, prepared: PreparedData, train_indices: np.ndarray, re
         val_score = score_images(result.model, table, splits.val, image_size, views)
         test_score = score_images(result.model, table, splits.test, image_size, views)
     predict_seconds = time.perf_counter() - started
+    if not anomaly:
+        _write_reference(folder, result.model, table, splits.val, val_score, train_indices, image_size,
+                         recipe.training.seed)
     folder.write_predictions(val_true=table.labels[splits.val], val_score=val_score,
                              test_true=table.labels[splits.test], test_score=test_score, **extra,
                              **_image_records(table, "test", splits.test),
@@ -148,6 +153,21 @@ def _score(recipe: Recipe, prepared: PreparedData, train_indices: np.ndarray, re
                              **_image_records(table, "train_sample", _sample(train_indices, TRAIN_SAMPLE_SIZE,
                                                                             recipe.training.seed)))
     return _Scored(predict_seconds, views, test_maps)
+
+
+def _write_reference(folder: RunFolder, model, table, val_indices, val_score, train_indices, image_size,
+                     seed: int) -> None:
+    """reference.npz: validation scores and features and a training sample's features, for drift and selection."""
+    from tfx_transfer.evaluation.scoring import pooled_features
+    from tfx_transfer.models.classifier import pooled_feature_model
+
+    features = pooled_feature_model(model)
+    if features is None or table.multi_label:
+        return
+    sample = _sample(train_indices, REFERENCE_TRAIN_SIZE, seed)
+    folder.write_reference(val_score=np.asarray(val_score, "float32"),
+                           val_features=pooled_features(features, table, val_indices, image_size),
+                           train_features=pooled_features(features, table, sample, image_size))
 
 
 def _data_facts(recipe: Recipe, prepared: PreparedData, used: np.ndarray, anomaly: bool) -> dict:
@@ -325,6 +345,8 @@ def run(recipe, data: str | os.PathLike | None = None, strategy: str | None = No
     elif recipe.data.source and not recipe.data.source.startswith(("tfds:", "embedded:")):
         # A recipe file's relative source, as the run's recipe.yaml keeps it: absolute, so --resume finds it again.
         recipe = recipe.with_overrides({"data.source": source_text(recipe_relative(recipe, recipe.data.source))})
+    if recipe.data.relabel:  # absolute, as data.source: --resume finds the same corrections again
+        recipe = recipe.with_overrides({"data.relabel": source_text(recipe_relative(recipe, recipe.data.relabel))})
     folder = RunFolder(out if out is not None else default_out(recipe))
     folder.check_writable()  # before reading the data, which caches its scan in the folder
     if resume:

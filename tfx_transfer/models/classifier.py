@@ -198,6 +198,17 @@ def feature_extractor(classifier: keras.Model) -> keras.Model:
     return keras.Model(classifier.input, classifier.get_layer("pool").output, name="feature_extractor")
 
 
+def pooled_feature_model(model: keras.Model) -> keras.Model | None:
+    """Raw pixels -> the pooled features a trained model (a classifier, or an ensemble: its first member)
+    decides on; None for a model without them (an anomaly run's patch extractor)."""
+    names = {layer.name for layer in model.layers}
+    if "pool" in names:
+        return feature_extractor(model)
+    members = [layer for layer in model.layers if isinstance(layer, keras.Model) and
+               "pool" in {inner.name for inner in layer.layers}]
+    return feature_extractor(members[0]) if members else None
+
+
 def _check_image_size(spec: BackboneSpec, image_size) -> tuple[int, int]:
     if image_size is None:
         return spec.image_size

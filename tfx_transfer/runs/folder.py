@@ -17,6 +17,8 @@ renamed over the target). A run folder (schema version `SCHEMA_VERSION`):
     anomaly.npz        anomaly strategy only: the memory bank and the distance-to-score map
     model.json         what using it needs: class names, image size, temperature, operating point
                        (`tfx_transfer.deploy.predict`)
+    reference.npz      the validation split's scores and pooled features and a training sample's features:
+                       what `predict` tests a batch against for drift and `--select` for novelty
     explanations.npz   Grad-CAM heatmaps (anomaly maps for the anomaly strategy) over a few test
                        images, border shares (`tfx_transfer.evaluation.explain`)
     export/            exported models (`tfx-transfer export`) and export.json, their parity results
@@ -153,6 +155,7 @@ class RunFolder:
     facts_file = property(lambda self: self.path / "run.json")
     history_file = property(lambda self: self.path / "history.json")
     predictions_file = property(lambda self: self.path / "predictions.npz")
+    reference_file = property(lambda self: self.path / "reference.npz")
     model_file = property(lambda self: self.path / "model.keras")
     model_info_file = property(lambda self: self.path / "model.json")
     training_dir = property(lambda self: self.path / "training")
@@ -315,6 +318,19 @@ class RunFolder:
 
     def read_predictions(self) -> dict:
         with np.load(self.predictions_file, allow_pickle=False) as saved:
+            return {key: saved[key] for key in saved.files}
+
+    def write_reference(self, **arrays) -> None:
+        """reference.npz: what a batch at predict time is compared with (`tfx_transfer.evaluation.drift`)."""
+        temporary = self.path / ".reference.tmp.npz"
+        np.savez(temporary, **arrays)
+        os.replace(temporary, self.reference_file)
+
+    def read_reference(self) -> dict:
+        """The arrays of reference.npz; {} for a run made before it existed (or an anomaly run)."""
+        if not self.reference_file.is_file():
+            return {}
+        with np.load(self.reference_file, allow_pickle=False) as saved:
             return {key: saved[key] for key in saved.files}
 
     def write_explanations(self, arrays: dict) -> None:
