@@ -7,7 +7,7 @@ checks this with import-linter's contracts in setup.cfg):
 
     cli             the command line on top
     deploy          predict, export (+ parity gate), recalibrate
-    experiments     runner (one run), sweep (a comparison), probe, demo
+    experiments     runner (one run), sweep (a comparison), probe, review (the data), demo
     reporting | training
                     run and comparison reports, results page (TensorFlow-free) | devices,
                     checkpoint, features, train, ensemble, anomaly
@@ -38,7 +38,8 @@ TENSORFLOW_FREE = (
     "config.settings", "config.policies", "config.backbones", "config.recipe", "config.strategies", "config.paths",
     "runs.folder", "runs.model_info", "evaluation.metrics", "evaluation.calibration", "evaluation.explain",
     "reporting.render", "reporting.report", "reporting.run_page", "reporting.comparison", "reporting.results",
-    "reporting.probe_page", "models.torch_checkpoint", "startup", "console")
+    "reporting.probe_page", "reporting.review_page", "evaluation.label_review", "evaluation.selection",
+    "evaluation.drift", "models.torch_checkpoint", "startup", "console")
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
@@ -59,6 +60,8 @@ _EXPORTS = {
     "probe": "experiments.probe", "ModelInfo": "runs.model_info", "RunFolder": "runs.folder",
     "load_source": "data.sources", "drop_unreadable": "data.pipeline", "make_dataset": "data.pipeline",
     "split_table": "data.splits", "make_policy": "data.augment",
+    "review": "experiments.review", "apply_corrections": "data.relabel", "select_for_labelling": "deploy.predict",
+    "check_drift": "evaluation.drift",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -209,8 +209,9 @@ def _compare(args: argparse.Namespace) -> int:
     from tfx_transfer.experiments.sweep import compare
 
     out = args.out or default_out(load_recipe(args.recipe), "-compare")
+    overrides = args.overrides + ([f"data.relabel={Path(args.relabel).resolve()}"] if args.relabel else [])
     report = compare(args.recipe, args.strategies, args.fractions, args.seeds, data=args.data,
-                     overrides=args.overrides, out=out, quick=args.quick, keep_checkpoints=args.keep_checkpoints,
+                     overrides=overrides, out=out, quick=args.quick, keep_checkpoints=args.keep_checkpoints,
                      defects=args.defects)
     print(f"\n{report['verdict']['text']}\nReport: {ComparisonFolder(out).report_html_file}")
     return 0
@@ -226,6 +227,22 @@ def _probe(args: argparse.Namespace) -> int:
     if record.get("verification"):
         print(record["verification"]["text"])
     print(f"Report: {ComparisonFolder(out).report_html_file}")
+    return 0
+
+
+def _review(args: argparse.Namespace) -> int:
+    from tfx_transfer.config.recipe import load_recipe
+    from tfx_transfer.experiments.review import review
+    from tfx_transfer.experiments.runner import default_out
+    from tfx_transfer.runs.folder import RunFolder
+
+    if args.recipe is None and args.run is None:
+        raise ValueError("review needs a RECIPE, or --run RUN_DIR (a finished run whose recipe and strategy it uses).")
+    recipe = load_recipe(RunFolder(args.run).recipe_file if args.run else args.recipe)
+    out = args.out or default_out(recipe, "-review")
+    review(None if args.run else args.recipe, data=args.data, quick=args.quick, overrides=args.overrides, out=out,
+           folds=args.folds, run_dir=args.run)
+    print(f"Report: {Path(out) / 'report.html'}")
     return 0
 
 
@@ -253,12 +270,16 @@ def _report(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from tfx_transfer.deploy.predict import check_output, load_run
-    from tfx_transfer.runs.folder import write_atomically
+    from tfx_transfer.runs.folder import write_atomically, write_json
 
     check_output(args.out, args.inputs, args.overwrite)  # before anything is scored
+    selection_out = Path(args.out).parent / "to_label.csv"
+    if args.select is not None:
+        check_output(selection_out, args.inputs, overwrite=True)
     run = load_run(args.run_dir)
-    predictions = run.predict(args.inputs, path_column=args.path_column, calibrated=not args.raw, verbose=1,
-                              site=args.site)
+    batch = run.predict_batch(args.inputs, path_column=args.path_column, calibrated=not args.raw, verbose=1,
+                              site=args.site, features=args.drift or args.select is not None)
+    predictions = batch.frame
     write_atomically(args.out, predictions.to_csv(index=False))
     failed = predictions[predictions["error"].fillna("") != ""]
     scored = len(predictions) - len(failed)
@@ -266,6 +287,15 @@ def _predict(args: argparse.Namespace) -> int:
           f"{len(failed)} unreadable: {args.out}")
     for path, reason in failed[["path", "error"]].head(5).itertuples(index=False):
         print(f"  unreadable: {path}: {reason}")
+    if args.drift:
+        drift = run.check_drift(batch)
+        if drift is not None:
+            write_json(Path(args.out).parent / "drift.json", drift.to_dict())
+            print(drift.text)
+    if args.select is not None:
+        chosen = run.select(batch, args.select)
+        write_atomically(selection_out, chosen.to_csv(index=False))
+        print(f"The {len(chosen)} images to label first (uncertain and unlike each other): {selection_out}")
     return 0
 
 

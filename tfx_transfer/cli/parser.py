@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from tfx_transfer.cli.commands import (_backbones, _compare, _demo, _export, _predict, _probe, _recalibrate, _report,
-                                       _results, _run, _showcase, _train, _weights_import, _weights_list)
+                                       _results, _review, _run, _showcase, _train, _weights_import, _weights_list)
 
 DESCRIPTION = "The tfx-transfer command line: a thin argparse layer over the Python API."
 
@@ -99,8 +99,18 @@ def _add_training_commands(commands, common) -> None:
                           "e.g. 0,5,20,all, to see how many they need to beat --strategies anomaly (trained on none); "
                           "validation and test keep all theirs")
     comparer.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="seeds per configuration (default: %(default)s)")
+    comparer.add_argument("--relabel", metavar="FILE", help="corrected labels (path,label CSV, or a review's "
+                          "review.csv) applied on top of the data [data.relabel]")
     _shared(comparer, "keep_checkpoints")
     comparer.set_defaults(func=_compare)
+
+    reviewer = commands.add_parser("review", parents=[common], help="likely label errors, near-duplicates and "
+                                   "outliers among the training and validation images (cross-fitted, with cleanlab)")
+    _recipe_options(reviewer, recipe_required=False)
+    reviewer.add_argument("--folds", type=int, default=5, help="folds of the cross-fitting (default: %(default)s)")
+    reviewer.add_argument("--run", metavar="RUN_DIR", help="cross-fit this finished run's strategy (its recipe and "
+                          "data) instead of a linear head on frozen features")
+    reviewer.set_defaults(func=_review)
 
 
 def _add_model_commands(commands, common) -> None:
@@ -113,6 +123,11 @@ def _add_model_commands(commands, common) -> None:
     predictor.add_argument("--path-column", default="path", help="a CSV input's column of image paths (default: %(default)s)")
     predictor.add_argument("--raw", action="store_true", help="the model's probabilities before calibration")
     predictor.add_argument("--site", help="decide at the operating point `recalibrate` chose for this site")
+    predictor.add_argument("--select", type=int, metavar="N", help="also write to_label.csv beside --out: the N images "
+                           "to label first (uncertain at the operating point, and unlike each other)")
+    predictor.add_argument("--drift", action=argparse.BooleanOptionalAction, default=True,
+                           help="compare the batch with the run's validation images and write drift.json beside --out "
+                           "(one more forward pass for the features; default: on)")
     predictor.set_defaults(func=_predict)
 
     from tfx_transfer.deploy.export import FORMATS, MAX_METRIC_DROP, MIN_AGREEMENT, QUANTIZATIONS
