@@ -91,3 +91,13 @@ def test_outliers_are_the_images_far_from_the_rest():
     scores, is_outlier = outlier_scores(features)
     assert np.flatnonzero(is_outlier).tolist() == [7, 99]
     assert set(np.argsort(scores)[:2].tolist()) == {7, 99}
+
+
+def test_without_cleanlab_the_error_names_the_package_and_the_extra(monkeypatch):
+    import sys
+
+    for name in [name for name in sys.modules if name == "cleanlab" or name.startswith("cleanlab.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "cleanlab", None)  # what an environment without it gives
+    with pytest.raises(ImportError, match=r"needs cleanlab: pip install 'tfx_transfer\[review\]' \(or cleanlab==2\.9\.0"):
+        find_label_issues(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]))
