@@ -130,6 +130,7 @@ def test_the_predict_command_writes_a_csv_and_counts_what_it_could_not_read(fini
     assert "has no trained model to use" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains its own grayscale run: 19 s, the fast tier's longest test
 def test_a_grayscale_model_loads_in_safe_mode_and_scores(tmp_path):
     data = _parts(tmp_path / "line7", count=8)
     with warnings.catch_warnings():

@@ -89,12 +89,12 @@ def test_review_refuses_multi_fold_requests_the_data_cannot_meet(tmp_path):
 @pytest.mark.slow
 def test_review_can_cross_fit_a_finished_runs_own_strategy(tmp_path):
     parts = write_overlapping_parts(tmp_path / "parts")
-    settings = [item for item in PART_RUN if not item.startswith("training.epochs")] + ["training.epochs=2"]
+    settings = [item for item in PART_RUN if not item.startswith("training.epochs")] + ["training.epochs=1"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from tfx_transfer.experiments.runner import run
 
         run_dir = run("product_defects", data=parts, overrides=settings, out=tmp_path / "run", verbose=0).run_dir
-        record = review(run_dir=run_dir, folds=3, out=tmp_path / "review", verbose=0, log=lambda *a: None)
-    assert record["method"] == "the run's strategy (scratch), trained 3 times" and record["folds"] == 3
+        record = review(run_dir=run_dir, folds=2, out=tmp_path / "review", verbose=0, log=lambda *a: None)
+    assert record["method"] == "the run's strategy (scratch), trained 2 times" and record["folds"] == 2
     assert record["counts"]["images"] == len(_rows(tmp_path / "review" / "review.csv"))
