@@ -47,6 +47,25 @@ def image_to_data_uri(pixels: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def thumbnail_uri(path, side: int = 160) -> str | None:
+    """An image file as a thumbnail data URI (at most `side` pixels), or None when it is gone or unreadable."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from tfx_transfer.data.images import read_image
+
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        pixels = read_image(path)
+    except (OSError, ValueError):
+        return None
+    thumbnail = Image.fromarray(pixels)
+    thumbnail.thumbnail((side, side))
+    return image_to_data_uri(np.asarray(thumbnail))
+
+
 def pyplot():
     """matplotlib's pyplot on the file-only backend (no display needed)."""
     import matplotlib

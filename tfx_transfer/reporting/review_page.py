@@ -6,37 +6,17 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-
 from tfx_transfer.reporting import render
 
 #: Thumbnails shown per section (the tables and review.csv list more).
 THUMBNAILS = 48
 
 
-def _thumbnail(path: str) -> str | None:
-    from PIL import Image
-
-    from tfx_transfer.data.images import read_image
-
-    if not path or not Path(path).is_file():
-        return None
-    try:
-        pixels = read_image(path)
-    except (OSError, ValueError):
-        return None
-    image = Image.fromarray(pixels)
-    image.thumbnail((160, 160))
-    return render.image_to_data_uri(np.asarray(image))
-
-
 def _gallery(items: list[tuple[str, str]]) -> str:
     """`(path, caption)` items as a gallery of thumbnails (files that are gone are left out)."""
     figures = []
     for path, caption in items[:THUMBNAILS]:
-        uri = _thumbnail(path)
+        uri = render.thumbnail_uri(path)
         if uri is not None:
             figures.append(f"<figure>{render.html_image(uri, caption)}<figcaption>{render.html.escape(caption)}"
                            "</figcaption></figure>")

@@ -9,7 +9,6 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
@@ -148,23 +147,14 @@ def confusion_figure(matrix, class_names: list[str], title: str = "confusion mat
 
 def gallery_html(items: list[dict]) -> str:
     """Thumbnails of confidently wrong images, read from their files (nothing if files are gone)."""
-    from PIL import Image
-
-    from tfx_transfer.data.images import read_image
-
     figures = []
     for item in items:
-        if not item.get("path") or not Path(item["path"]).is_file():
+        uri = render.thumbnail_uri(item.get("path"))
+        if uri is None:
             continue
-        try:
-            pixels = read_image(item["path"])
-        except (OSError, ValueError):
-            continue
-        thumbnail = Image.fromarray(pixels)
-        thumbnail.thumbnail((160, 160))
         caption = f"true {item['true']}, predicted {item['predicted']} (probability {item['confidence']:.2f})"
-        figures.append(f"<figure>{render.html_image(render.image_to_data_uri(np.asarray(thumbnail)), caption)}"
-                       f"<figcaption>{render.html.escape(caption)}</figcaption></figure>")
+        figures.append(f"<figure>{render.html_image(uri, caption)}<figcaption>{render.html.escape(caption)}"
+                       "</figcaption></figure>")
     if not figures:
         return render.paragraph("No wrong test image to show (or the image files are not available).", "note")
     return f'<div class="gallery">{"".join(figures)}</div>'

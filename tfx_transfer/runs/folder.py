@@ -328,10 +328,7 @@ class RunFolder:
 
     def read_reference(self) -> dict:
         """The arrays of reference.npz; {} for a run made before it existed (or an anomaly run)."""
-        if not self.reference_file.is_file():
-            return {}
-        with np.load(self.reference_file, allow_pickle=False) as saved:
-            return {key: saved[key] for key in saved.files}
+        return _read_arrays(self.reference_file)
 
     def write_explanations(self, arrays: dict) -> None:
         """explanations.npz: the Grad-CAM thumbnails and border shares the report shows."""
@@ -341,10 +338,7 @@ class RunFolder:
 
     def read_explanations(self) -> dict:
         """The arrays of explanations.npz; {} when the run has none."""
-        if not self.explanations_file.is_file():
-            return {}
-        with np.load(self.explanations_file, allow_pickle=False) as saved:
-            return {key: saved[key] for key in saved.files}
+        return _read_arrays(self.explanations_file)
 
     def write_anomaly(self, arrays: dict) -> None:
         """anomaly.npz: an anomaly run's memory bank and distance-to-score map (`tfx_transfer.training.anomaly`)."""
@@ -440,6 +434,14 @@ class ComparisonFolder:
 
     def write_report(self, report: dict, markdown: str, html: str) -> None:
         write_report_files(self.path, report, markdown, html)
+
+
+def _read_arrays(path: Path) -> dict:
+    """The arrays of an .npz file of a run; {} when it does not exist."""
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as saved:
+        return {key: saved[key] for key in saved.files}
 
 
 def write_report_files(folder: str | os.PathLike, report: dict, markdown: str, html: str) -> None:
