@@ -13,8 +13,8 @@ every part below uses the same test images, then measures, in one run:
    suggestions (and on the clean data): test ROC-AUC with intervals;
 3. selection: from 10% of the training split labelled, 5 rounds of 50 images chosen by
    `select_for_labelling` (uncertainty at the validation-chosen target-recall threshold times
-   novelty) against 50 at random, a linear head on frozen features refitted each round, the test
-   ROC-AUC of both curves (3 seeds);
+   novelty) against the 50 most uncertain and 50 at random, a linear head on frozen features
+   refitted each round, the test ROC-AUC of the three curves (3 seeds);
 4. drift: `predict` on the test cells as they are, brightened and flattened, and blurred.
 
 Run (about 15 minutes on 2 CPU cores):
@@ -134,7 +134,7 @@ def selection(rows, work: Path, image_size: int, seeds=(0, 1, 2), rounds: int = 
 
     import tfx_transfer as tt
     from tfx_transfer.evaluation.metrics import bootstrap_interval, choose_operating_point, roc_auc
-    from tfx_transfer.evaluation.selection import select_for_labelling
+    from tfx_transfer.evaluation.selection import select_for_labelling, uncertainty
     from tfx_transfer.experiments.prepare import prepare_data, train_config
     from tfx_transfer.models.classifier import build_classifier
     from tfx_transfer.training.features import extract_features
@@ -149,7 +149,8 @@ def selection(rows, work: Path, image_size: int, seeds=(0, 1, 2), rounds: int = 
     features = {name: extract_features(classifier, prepared.table, getattr(splits, name), config, verbose=0)
                 for name in ("train", "val", "test")}
     y = {name: labels[getattr(splits, name)] for name in ("train", "val", "test")}
-    curves = {"select": [], "random": []}
+    # "uncertain": the most uncertain alone, to show what the novelty term changes.
+    curves = {"select": [], "uncertain": [], "random": []}
     for seed in seeds:
         rng = np.random.default_rng(seed)
         start = rng.choice(len(y["train"]), size=len(y["train"]) // 10, replace=False)
@@ -166,11 +167,14 @@ def selection(rows, work: Path, image_size: int, seeds=(0, 1, 2), rounds: int = 
                 if step == rounds:
                     break
                 pool = np.setdiff1d(np.arange(len(y["train"])), labelled)
+                point = choose_operating_point(y["val"], head.predict_proba(features["val"]), "target_recall",
+                                               positive, recipe.evaluation.target_recall)
                 if arm == "random":
                     chosen = rng.choice(pool, size=per_round, replace=False)
+                elif arm == "uncertain":
+                    chosen = pool[np.argsort(-uncertainty(head.predict_proba(features["train"][pool]), point),
+                                             kind="stable")[:per_round]]
                 else:
-                    point = choose_operating_point(y["val"], head.predict_proba(features["val"]), "target_recall",
-                                                   positive, recipe.evaluation.target_recall)
                     picks = select_for_labelling(head.predict_proba(features["train"][pool]), features["train"][pool],
                                                  per_round, point, features["train"][labelled])
                     chosen = pool[picks]
