@@ -165,9 +165,9 @@ def _write_reference(folder: RunFolder, model, table, val_indices, val_score, tr
     if features is None or table.multi_label:
         return
     sample = _sample(train_indices, REFERENCE_TRAIN_SIZE, seed)
-    folder.write_reference(val_score=np.asarray(val_score, "float32"),
-                           val_features=pooled_features(features, table, val_indices, image_size),
-                           train_features=pooled_features(features, table, sample, image_size))
+    both = pooled_features(features, table, np.concatenate([val_indices, sample]), image_size)  # one predict call
+    folder.write_reference(val_score=np.asarray(val_score, "float32"), val_features=both[:len(val_indices)],
+                           train_features=both[len(val_indices):])
 
 
 def _data_facts(recipe: Recipe, prepared: PreparedData, used: np.ndarray, anomaly: bool) -> dict:
