@@ -7,7 +7,7 @@ every part below uses the same test images, then measures, in one run:
 1. enrichment: the share of uncertain-label cells among the review's top-100 suspected label errors
    against their share among the reviewed (training and validation) cells, with a bootstrap
    interval over the 100;
-2. planted noise: 5% of the certain labels of training and validation flipped (seeded; test left
+2. planted noise: 5% (`--flip-share`) of the certain labels of training and validation flipped (seeded; test left
    clean): precision and recall of the review's flags against the flips; then the recipe's run
    (feature extraction) on the noisy data and on the noisy data `--relabel`led with the review's
    suggestions (and on the clean data): test ROC-AUC with intervals;
@@ -92,12 +92,12 @@ def enrichment(rows, review_dir: Path) -> dict:
     return result
 
 
-def planted(rows, work: Path, image_size: int, seed: int = 1) -> dict:
+def planted(rows, work: Path, image_size: int, seed: int = 1, share: float = 0.05) -> dict:
     import tfx_transfer as tt
 
     labels = [row["label"] for row in rows]
     certain = [i for i, row in enumerate(rows) if row["split"] != "test" and not row["uncertain"]]
-    flips = set(np.random.default_rng(seed).choice(certain, size=int(0.05 * len(certain)), replace=False).tolist())
+    flips = set(np.random.default_rng(seed).choice(certain, size=int(share * len(certain)), replace=False).tolist())
     noisy = [("good" if label == "defective" else "defective") if i in flips else label for i, label in enumerate(labels)]
     clean_csv = _write_csv(rows, work / "elpv_clean.csv", labels)
     noisy_csv = _write_csv(rows, work / "elpv_noisy.csv", noisy)
@@ -219,6 +219,7 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/bench_review")
     parser.add_argument("--image-size", type=int, default=300)
     parser.add_argument("--parts", default="enrichment,planted,selection,drift")
+    parser.add_argument("--flip-share", type=float, default=0.05, help="share of certain labels flipped (planted part)")
     args = parser.parse_args()
     os.environ.setdefault("TFX_TRANSFER_OFFLINE", "1")
     import tfx_transfer as tt
@@ -239,7 +240,7 @@ def main() -> None:
         print("enrichment", json.dumps(results["enrichment"], indent=1), flush=True)
         results_file.write_text(json.dumps(results, indent=1))
     if "planted" in parts:
-        results["planted"] = planted(rows, work, args.image_size)
+        results["planted"] = planted(rows, work, args.image_size, share=args.flip_share)
         print("planted", json.dumps(results["planted"], indent=1), flush=True)
         results_file.write_text(json.dumps(results, indent=1))
     if "selection" in parts:
