@@ -9,8 +9,9 @@ every part below uses the same test images, then measures, in one run:
    interval over the 100;
 2. planted noise: 5% (`--flip-share`) of the certain labels of training and validation flipped (seeded; test left
    clean): precision and recall of the review's flags against the flips; then the recipe's run
-   (feature extraction) on the noisy data and on the noisy data `--relabel`led with the review's
-   suggestions (and on the clean data): test ROC-AUC with intervals;
+   (feature extraction) on the noisy data, on the noisy data `--relabel`led with the review's
+   suggestions and with its suspects excluded (`exclude_flagged.csv`), and on the clean data: test
+   ROC-AUC with intervals;
 3. selection: from 10% of the training split labelled, 5 rounds of 50 images chosen by
    `select_for_labelling` (uncertainty at the validation-chosen target-recall threshold times
    novelty) against the 50 most uncertain and 50 at random, a linear head on frozen features
@@ -114,8 +115,10 @@ def planted(rows, work: Path, image_size: int, seed: int = 1, share: float = 0.0
               "precision": hits / max(len(flagged), 1), "recall": hits / len(flips),
               "precision_counting_uncertain_cells": len(flagged & (planted_paths | uncertain)) / max(len(flagged), 1),
               "precision_at_number_of_flips": len(top & planted_paths) / len(planted_paths), "runs": {}}
+    review = work / "review-noisy"
     for name, data, extra in (("clean", clean_csv, []), ("noisy", noisy_csv, []),
-                              ("noisy + relabel", noisy_csv, [f"data.relabel={work / 'review-noisy' / 'review.csv'}"])):
+                              ("noisy + relabel", noisy_csv, [f"data.relabel={review / 'review.csv'}"]),
+                              ("noisy + exclude", noisy_csv, [f"data.relabel={review / 'exclude_flagged.csv'}"])):
         out = work / f"run-{name.replace(' + ', '-')}"
         started = time.perf_counter()
         report = tt.run("product_defects", data=data, strategy="feature_extraction", overrides=overrides + extra,

@@ -57,6 +57,9 @@ def test_review_finds_the_planted_wrong_labels_and_writes_what_a_labelling_tool_
     assert report["kind"] == "review" and report["label_issues"][0]["path"] in planted_reviewed
     html = (tmp_path / "review" / "report.html").read_text()
     assert "data:image/png;base64," in html and "suggested" in html
+    excluded = _rows(tmp_path / "review" / "exclude_flagged.csv")
+    assert [row["path"] for row in excluded] == [row["path"] for row in flagged]
+    assert {row["label"] for row in excluded} == {"exclude"}
     with np.load(tmp_path / "review" / "review.npz") as saved:
         assert saved["probabilities"].shape == (len(rows), 3) and np.allclose(saved["probabilities"].sum(axis=1), 1)
 

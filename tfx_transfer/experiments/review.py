@@ -7,9 +7,12 @@ backbone's pooled features (cached, so a review costs one forward pass, then sec
 given label the held-out model finds least likely (`tfx_transfer.evaluation.label_review`).
 
 The review folder holds `review.csv` (`path,given_label,suggested_label,label_quality,issue`, every
-reviewed image, the likely label errors first: what a labelling tool reads), `review.npz` (the
-out-of-fold probabilities and scores) and report.md/.html/.json with thumbnails. After a look,
-`--relabel review.csv` (or an edited copy) makes a later run or comparison use the corrections.
+reviewed image, the likely label errors first: what a labelling tool reads), `exclude_flagged.csv`
+(the suspects as `path,exclude` corrections), `review.npz` (the out-of-fold probabilities and
+scores) and report.md/.html/.json with thumbnails. After a look, `--relabel review.csv` (or an
+edited copy) makes a later run or comparison use the corrections; without one, `--relabel
+exclude_flagged.csv` leaves the suspects out (safer: the model that doubts a label is often wrong
+about the hard images, see bench/bench_review.py).
 
 Example:
     >>> record = review("product_defects", out="runs/defects-review")  # doctest: +SKIP
@@ -89,8 +92,9 @@ def review(recipe=None, data: str | os.PathLike | None = None, quick: bool = Fal
     folder = Path(out) if out is not None else Path("runs") / f"{recipe.name}-review-{time.strftime('%Y%m%d-%H%M%S')}"
     write_review(folder, record, table, indices, fold_of, probabilities)
     log(record["summary"])
-    log(f"Review written to {folder}/ (report.html, review.csv: pass --relabel {folder / 'review.csv'} to a run to "
-        "accept the suggestions, or edit its suggested_label column first)")
+    log(f"Review written to {folder}/: report.html, and for a later run --relabel {folder / 'review.csv'} (its "
+        f"suggestions, after a look: edit its suggested_label column) or --relabel {folder / 'exclude_flagged.csv'} "
+        "(the suspects left out)")
     return record
 
 
@@ -199,8 +203,13 @@ def write_review(folder: Path, record: dict, table, indices, fold_of, probabilit
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(review_rows(record, table, indices))
+    rows = review_rows(record, table, indices)
+    writer.writerows(rows)
     write_atomically(folder / "review.csv", buffer.getvalue())
+    # Unreviewed suspects are safer left out than relabelled by the model that doubts them (measured on
+    # ELPV: bench/bench_review.py): a corrections file that excludes them is ready beside the review.
+    excluded = [row["path"] for row in rows if "label" in row["issue"].split(";")]
+    write_atomically(folder / "exclude_flagged.csv", "path,label\n" + "".join(f"{path},exclude\n" for path in excluded))
     arrays = record.pop("_arrays")
     temporary = folder / f".review.{os.getpid()}.tmp.npz"
     np.savez(temporary, indices=indices, folds=fold_of, probabilities=probabilities,
