@@ -89,6 +89,13 @@ def test_review_refuses_multi_fold_requests_the_data_cannot_meet(tmp_path):
     assert not (tmp_path / "review").exists()  # refused before anything is written
 
 
+def test_review_never_writes_over_a_run_folder(part_run):
+    before = (part_run / "report.html").read_bytes()
+    with pytest.raises(ValueError, match=r"holds a run, a comparison or another report, which a review would overwrite"):
+        review("product_defects", overrides=TINY, out=part_run, verbose=0, log=lambda *a: None)
+    assert (part_run / "report.html").read_bytes() == before
+
+
 @pytest.mark.slow
 def test_review_can_cross_fit_a_finished_runs_own_strategy(tmp_path):
     parts = write_overlapping_parts(tmp_path / "parts")

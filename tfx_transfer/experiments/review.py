@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tfx_transfer.evaluation.label_review import (find_label_issues, near_duplicates, out_of_fold_probabilities,
-                                                  outlier_scores, review_folds)
+from tfx_transfer.evaluation.label_review import (LabelIssues, find_label_issues, near_duplicates,
+                                                  out_of_fold_probabilities, outlier_scores, review_folds)
 from tfx_transfer.reporting.review_page import render_html, render_markdown
 from tfx_transfer.runs.folder import RunFolder, write_atomically, write_report_files
 
@@ -69,6 +71,8 @@ def review(recipe=None, data: str | os.PathLike | None = None, quick: bool = Fal
     if recipe is None:
         raise ValueError("review needs a recipe, or a finished run (run_dir / --run RUN_DIR) whose recipe it uses.")
     recipe = as_recipe(recipe, overrides, None, quick)
+    folder = Path(out) if out is not None else Path("runs") / f"{recipe.name}-review-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_review_folder(folder)
     started = time.perf_counter()
     prepared = prepare_data(recipe, data)
     table = prepared.table
@@ -87,15 +91,30 @@ def review(recipe=None, data: str | os.PathLike | None = None, quick: bool = Fal
     else:
         probabilities = _cross_fit_strategy(recipe, prepared, indices, fold_of, verbose, log)
         method = f"the run's strategy ({recipe.training.strategy}), trained {folds} times"
-    record = review_record(recipe, prepared, indices, fold_of, probabilities, features, method)
+    findings = find_issues(labels, probabilities, features)
+    record = review_record(recipe, prepared, indices, fold_of, findings, method)
     record["seconds"] = time.perf_counter() - started
-    folder = Path(out) if out is not None else Path("runs") / f"{recipe.name}-review-{time.strftime('%Y%m%d-%H%M%S')}"
-    write_review(folder, record, table, indices, fold_of, probabilities)
+    write_review(folder, record, findings, table, indices, fold_of, probabilities)
     log(record["summary"])
     log(f"Review written to {folder}/: report.html, and for a later run --relabel {folder / 'review.csv'} (its "
         f"suggestions, after a look: edit its suggested_label column) or --relabel {folder / 'exclude_flagged.csv'} "
         "(the suspects left out)")
     return record
+
+
+def check_review_folder(folder: Path) -> None:
+    """Refuses a folder that holds something other than a review (a run's or a comparison's report
+    would be replaced), before any work is done."""
+    report = folder / "report.json"
+    kind = None
+    if report.is_file():
+        try:
+            kind = json.loads(report.read_text()).get("kind")
+        except (OSError, ValueError):
+            kind = "unreadable"
+    if (folder / "recipe.yaml").exists() or (folder / "runs").is_dir() or (report.is_file() and kind != "review"):
+        raise ValueError(f"--out '{folder}' holds a run, a comparison or another report, which a review would "
+                         "overwrite. Name a new folder for the review, e.g. --out runs/my-review.")
 
 
 def _frozen_features(recipe, prepared, indices: np.ndarray, verbose: int) -> np.ndarray:
@@ -139,14 +158,28 @@ def _path(table, index: int) -> str:
     return str(table.paths[index]) if table.paths is not None else f"#{index}"
 
 
-def review_record(recipe, prepared, indices, fold_of, probabilities, features, method: str) -> dict:
-    """The review's findings as a JSON-ready record (the report's and review.csv's source)."""
+@dataclass(frozen=True)
+class Findings:
+    """What the review found for the reviewed rows (`indices` order): cleanlab's label issues, the
+    near-duplicate pairs and the outlier scores."""
+
+    issues: LabelIssues
+    duplicates: list
+    outlier: np.ndarray
+    is_outlier: np.ndarray
+
+
+def find_issues(labels, probabilities, features) -> Findings:
+    """Label issues (from the out-of-fold probabilities), near-duplicates and outliers (from features)."""
+    return Findings(find_label_issues(labels, probabilities), near_duplicates(features), *outlier_scores(features))
+
+
+def review_record(recipe, prepared, indices, fold_of, findings: Findings, method: str) -> dict:
+    """The review's findings as a JSON-ready record (the report's source)."""
     table = prepared.table
     names = table.class_names
     labels = table.labels[indices]
-    issues = find_label_issues(labels, probabilities)
-    duplicates = near_duplicates(features)
-    outlier, is_outlier = outlier_scores(features)
+    issues, duplicates, outlier, is_outlier = findings.issues, findings.duplicates, findings.outlier, findings.is_outlier
     train = set(prepared.splits.train.tolist())
     row = lambda k: {"path": _path(table, int(indices[k])), "given_label": names[int(labels[k])],  # noqa: E731
                      "suggested_label": names[int(issues.suggested[k])], "label_quality": float(issues.label_quality[k]),
@@ -171,23 +204,21 @@ def review_record(recipe, prepared, indices, fold_of, probabilities, features, m
                              "distance": d} for i, j, d in duplicates[:REPORT_ROWS]],
         "outliers": [dict(row(int(k)), outlier_score=float(outlier[k]))
                      for k in np.argsort(outlier, kind="stable")[:REPORT_ROWS] if is_outlier[k]],
-        "_arrays": {"issues": issues, "duplicates": duplicates, "outlier": outlier, "is_outlier": is_outlier},
     }
 
 
-def review_rows(record: dict, table, indices: np.ndarray) -> list[dict]:
+def review_rows(findings: Findings, table, indices: np.ndarray) -> list[dict]:
     """review.csv's rows: every reviewed image, the likely label errors first (most likely wrong first),
     then the rest by label quality; `issue` is `;`-joined from label, near_duplicate, outlier."""
-    arrays = record["_arrays"]
-    issues, names = arrays["issues"], table.class_names
+    issues, names = findings.issues, table.class_names
     kinds = [[] for _ in indices]
     for k in np.flatnonzero(issues.is_issue):
         kinds[k].append("label")
-    for i, j, _ in arrays["duplicates"]:
+    for i, j, _ in findings.duplicates:
         for k in (i, j):
             if "near_duplicate" not in kinds[k]:
                 kinds[k].append("near_duplicate")
-    for k in np.flatnonzero(arrays["is_outlier"]):
+    for k in np.flatnonzero(findings.is_outlier):
         kinds[k].append("outlier")
     rest = np.flatnonzero(~issues.is_issue)
     order = np.concatenate([issues.ranked, rest[np.argsort(issues.label_quality[rest], kind="stable")]])
@@ -197,24 +228,23 @@ def review_rows(record: dict, table, indices: np.ndarray) -> list[dict]:
              "issue": ";".join(kinds[k])} for k in order]
 
 
-def write_review(folder: Path, record: dict, table, indices, fold_of, probabilities) -> None:
+def write_review(folder: Path, record: dict, findings: Findings, table, indices, fold_of, probabilities) -> None:
     """review.csv, review.npz and the report files, each written atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
     writer.writeheader()
-    rows = review_rows(record, table, indices)
+    rows = review_rows(findings, table, indices)
     writer.writerows(rows)
     write_atomically(folder / "review.csv", buffer.getvalue())
     # Unreviewed suspects are safer left out than relabelled by the model that doubts them (measured on
     # ELPV: bench/bench_review.py): a corrections file that excludes them is ready beside the review.
     excluded = [row["path"] for row in rows if "label" in row["issue"].split(";")]
     write_atomically(folder / "exclude_flagged.csv", "path,label\n" + "".join(f"{path},exclude\n" for path in excluded))
-    arrays = record.pop("_arrays")
     temporary = folder / f".review.{os.getpid()}.tmp.npz"
     np.savez(temporary, indices=indices, folds=fold_of, probabilities=probabilities,
-             label_quality=arrays["issues"].label_quality, is_issue=arrays["issues"].is_issue,
-             outlier_score=arrays["outlier"],
+             label_quality=findings.issues.label_quality, is_issue=findings.issues.is_issue,
+             outlier_score=findings.outlier,
              paths=np.array([_path(table, int(i)) for i in indices], dtype=str))
     os.replace(temporary, folder / "review.npz")
     write_report_files(folder, record, render_markdown(record), render_html(record))
