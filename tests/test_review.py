@@ -105,6 +105,8 @@ def test_review_can_cross_fit_a_finished_runs_own_strategy(tmp_path):
         from tfx_transfer.experiments.runner import run
 
         run_dir = run("product_defects", data=parts, overrides=settings, out=tmp_path / "run", verbose=0).run_dir
-        record = review(run_dir=run_dir, folds=2, out=tmp_path / "review", verbose=0, log=lambda *a: None)
-    assert record["method"] == "the run's strategy (scratch), trained 2 times" and record["folds"] == 2
+        with pytest.raises(ValueError, match=r"needs at least 3 folds .* received folds=2"):
+            review(run_dir=run_dir, folds=2, out=tmp_path / "review", verbose=0, log=lambda *a: None)
+        record = review(run_dir=run_dir, folds=3, out=tmp_path / "review", verbose=0, log=lambda *a: None)
+    assert record["method"] == "the run's strategy (scratch), trained 3 times" and record["folds"] == 3
     assert record["counts"]["images"] == len(_rows(tmp_path / "review" / "review.csv"))

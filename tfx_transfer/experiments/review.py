@@ -141,6 +141,9 @@ def _cross_fit_strategy(recipe, prepared, indices: np.ndarray, fold_of: np.ndarr
 
     config = train_config(recipe, prepared.table.class_names)
     folds = int(fold_of.max()) + 1
+    if folds < 3:
+        raise ValueError(f"Cross-fitting a run's strategy needs at least 3 folds (each model trains on the others but "
+                         f"one, which it watches for early stopping); received folds={folds}. Use --folds 3 or more.")
     probabilities = np.zeros((len(indices), prepared.table.num_classes))
     for fold in range(folds):
         held_out, watched = fold_of == fold, fold_of == (fold + 1) % folds
