@@ -67,6 +67,10 @@ def review(recipe=None, data: str | os.PathLike | None = None, quick: bool = Fal
     from tfx_transfer.experiments.prepare import prepare_data
 
     if run_dir is not None:
+        if folds < 3:  # before any forward pass
+            raise ValueError(f"Cross-fitting a run's strategy needs at least 3 folds (each model trains on the others "
+                             f"but one, which it watches for early stopping); received folds={folds}. Use --folds 3 "
+                             "or more.")
         recipe = load_recipe(RunFolder(run_dir).recipe_file)
     if recipe is None:
         raise ValueError("review needs a recipe, or a finished run (run_dir / --run RUN_DIR) whose recipe it uses.")
@@ -141,9 +145,6 @@ def _cross_fit_strategy(recipe, prepared, indices: np.ndarray, fold_of: np.ndarr
 
     config = train_config(recipe, prepared.table.class_names)
     folds = int(fold_of.max()) + 1
-    if folds < 3:
-        raise ValueError(f"Cross-fitting a run's strategy needs at least 3 folds (each model trains on the others but "
-                         f"one, which it watches for early stopping); received folds={folds}. Use --folds 3 or more.")
     probabilities = np.zeros((len(indices), prepared.table.num_classes))
     for fold in range(folds):
         held_out, watched = fold_of == fold, fold_of == (fold + 1) % folds
