@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from tfx_transfer.evaluation.label_review import unit_rows
+
 ALPHA = 1e-3
 MIN_KS_STATISTIC = 0.15
 #: The validation quantile of nearest-training distance beyond which an image counts as far.
@@ -60,17 +62,12 @@ def _score_column(scores: np.ndarray, positive_index: int | None) -> np.ndarray:
     return scores[:, positive_index] if positive_index is not None else scores.max(axis=1)
 
 
-def _unit(features: np.ndarray) -> np.ndarray:
-    features = np.asarray(features, "float64")
-    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-
-
 def nearest_distances(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Cosine distance of every row of `features` to its nearest row of `reference`."""
     from sklearn.neighbors import NearestNeighbors
 
-    index = NearestNeighbors(n_neighbors=1, metric="cosine").fit(_unit(reference))
-    return index.kneighbors(_unit(features))[0][:, 0]
+    index = NearestNeighbors(n_neighbors=1, metric="cosine").fit(unit_rows(reference))
+    return index.kneighbors(unit_rows(features))[0][:, 0]
 
 
 def check_drift(reference_scores, batch_scores, training_features, reference_features, batch_features,

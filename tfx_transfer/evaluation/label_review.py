@@ -134,7 +134,8 @@ def find_label_issues(labels: np.ndarray, probabilities: np.ndarray) -> LabelIss
     return LabelIssues(is_issue, quality, probabilities.argmax(axis=1), ranked)
 
 
-def _normalised(features: np.ndarray) -> np.ndarray:
+def unit_rows(features: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (float64): what cosine distances are computed on."""
     features = np.asarray(features, "float64")
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
@@ -153,7 +154,7 @@ def near_duplicates(features: np.ndarray, share: float = NEAR_DUPLICATE_SHARE) -
 
     if len(features) < 3:
         return []
-    unit = _normalised(features)
+    unit = unit_rows(features)
     neighbours = min(6, len(unit))
     distances, indices = NearestNeighbors(n_neighbors=neighbours, metric="cosine").fit(unit).kneighbors(unit)
     # Row i's first neighbour is i itself, unless an exact twin shares its place.
@@ -173,7 +174,7 @@ def outlier_scores(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     _require_cleanlab()
     from cleanlab.outlier import OutOfDistribution
 
-    unit = _normalised(features)
+    unit = unit_rows(features)
     scores = OutOfDistribution(params={"k": min(10, len(unit) - 1)}).fit_score(features=unit, verbose=False)
     median = float(np.median(scores))
     spread = 1.4826 * float(np.median(np.abs(scores - median)))

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfx_transfer.evaluation.label_review import unit_rows
+
 
 def uncertainty(probabilities: np.ndarray, point=None) -> np.ndarray:
     """How close each image is to the decision, in [0, 1] (1 = on it): for a threshold on the positive
@@ -55,12 +57,9 @@ def select_for_labelling(probabilities: np.ndarray, features: np.ndarray, count:
     if count < 1:
         raise ValueError(f"--select needs a positive number of images to choose; received {count}.")
     weight = np.clip(uncertainty(probabilities, point), 0.0, 1.0) + 1e-6  # a sure image can still be picked last
-    unit = np.asarray(features, "float64")
-    unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    unit = unit_rows(features)
     if labelled_features is not None and len(labelled_features):
-        known = np.asarray(labelled_features, "float64")
-        known = known / np.maximum(np.linalg.norm(known, axis=1, keepdims=True), 1e-12)
-        distance = _cosine_distance_to(unit, known)
+        distance = _cosine_distance_to(unit, unit_rows(labelled_features))
     else:
         distance = np.ones(len(unit))
     chosen: list[int] = []
